@@ -1,0 +1,73 @@
+"""The ``crisp`` command: one Typer app; each verb parses options and calls the library.
+
+Verbs live in :mod:`crisp.commands`, one module per area, each exposing ``register(app)``.
+Heavy libraries (torch, aspire) are imported inside the verbs, so ``crisp --help`` stays fast.
+Every :class:`~crisp.errors.CrispError` is printed without a traceback and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from crisp import __version__
+from crisp.errors import CrispError
+
+COMMAND_MODULES = (
+    "crisp.commands.data_cmds",
+    "crisp.commands.segmentation_cmds",
+    "crisp.commands.picking_cmds",
+    "crisp.commands.labels_cmds",
+    "crisp.commands.workflow_cmds",
+)
+
+app = typer.Typer(
+    name="crisp",
+    help="CRISP: segment cryo-EM micrographs at the pixel level and pick particles from the "
+    "segmentation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"crisp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True,
+        help="Print the version and exit."),
+) -> None:
+    """CRISP: cryo-EM image segmentation and processing with a conditional random field."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit status (2 for a :class:`CrispError` or a usage error)."""
+    try:
+        app(args=argv, prog_name="crisp")
+    except SystemExit as exc:  # click's own exit: help, usage errors (2), typer.Exit
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except CrispError as err:
+        typer.echo(f"error: {err}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("interrupted: completed outputs are kept; rerun to resume", err=True)
+        return 130
+    return 0
+
+
+def entry_point() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

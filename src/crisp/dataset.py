@@ -1,0 +1,138 @@
+"""The dataset folder that ``crisp simulate`` and ``crisp labels`` write and training reads.
+
+Layout (one micrograph ``NAME`` shown; every file is written atomically)::
+
+    DATASET/
+      micrographs/NAME.mrc    float32, pixel size (Å) in the header
+      masks/NAME.mrc          uint8, 1 = particle, 0 = background; same shape as the micrograph
+      coordinates/NAME.star   true particle centres, RELION columns, pixels of the micrograph
+      instances/NAME.mrc      optional, int16 instance ids (0 = background), simulated data only
+      clean/NAME.mrc          optional, the noise-free micrograph, simulated data only
+      split.yaml              optional manifest: seed and the train / val / test name lists
+      simulation.yaml | labels.yaml   how the folder was made (every parameter and the seed)
+
+Names are file stems; a micrograph, its mask and its coordinates share the stem.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from crisp.config import read_yaml, save_yaml
+from crisp.errors import CrispError
+
+MICROGRAPHS = "micrographs"
+MASKS = "masks"
+COORDINATES = "coordinates"
+INSTANCES = "instances"
+CLEAN = "clean"
+SPLIT_FILE = "split.yaml"
+SUBSETS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DatasetFolder:
+    """Paths of a dataset folder (see the module docstring for the layout)."""
+
+    root: Path
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str]) -> DatasetFolder:
+        """Open an existing dataset folder; it must hold ``micrographs/`` with at least one MRC."""
+        folder = cls(Path(root))
+        if not (folder.root / MICROGRAPHS).is_dir():
+            raise CrispError(f"not a CRISP dataset folder (no '{MICROGRAPHS}/' inside)", folder.root)
+        if not folder.names():
+            raise CrispError(f"no .mrc files in '{MICROGRAPHS}/'", folder.root)
+        return folder
+
+    def names(self) -> list[str]:
+        """Sorted stems of the micrographs in the folder."""
+        return sorted(p.stem for p in (self.root / MICROGRAPHS).glob("*.mrc"))
+
+    def micrograph(self, name: str) -> Path:
+        return self.root / MICROGRAPHS / f"{name}.mrc"
+
+    def mask(self, name: str) -> Path:
+        return self.root / MASKS / f"{name}.mrc"
+
+    def coordinates(self, name: str) -> Path:
+        return self.root / COORDINATES / f"{name}.star"
+
+    def instances(self, name: str) -> Path:
+        return self.root / INSTANCES / f"{name}.mrc"
+
+    def clean(self, name: str) -> Path:
+        return self.root / CLEAN / f"{name}.mrc"
+
+    @property
+    def split_file(self) -> Path:
+        return self.root / SPLIT_FILE
+
+
+@dataclass(frozen=True)
+class Split:
+    """A fixed train / validation / test partition of micrograph names."""
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    seed: int
+
+    def subset(self, which: str) -> list[str]:
+        if which not in SUBSETS:
+            raise CrispError(f"unknown subset '{which}' (expected one of {', '.join(SUBSETS)})")
+        return list(getattr(self, which))
+
+    def to_dict(self) -> dict:
+        return {"seed": self.seed, "train": self.train, "val": self.val, "test": self.test}
+
+
+def make_split(names: list[str], n_train: int, n_val: int, seed: int = 0,
+               n_test: int | None = None) -> Split:
+    """Shuffle ``names`` with ``seed`` and cut them into train, validation and test lists.
+
+    Parameters
+    ----------
+    names
+        Micrograph stems.
+    n_train, n_val
+        Number of training and validation micrographs (the paper: 16 and 6).
+    seed
+        Seed of the shuffle; the same names and seed give the same split.
+    n_test
+        Number of test micrographs; default all the rest.
+    """
+    if n_train < 1 or n_val < 0:
+        raise CrispError(f"split sizes must be train >= 1 and val >= 0 (got {n_train}, {n_val})")
+    rest = len(names) - n_train - n_val
+    if n_test is None:
+        n_test = rest
+    if n_test < 0 or n_train + n_val + n_test > len(names):
+        raise CrispError(
+            f"cannot split {len(names)} micrographs into {n_train} train, {n_val} val "
+            f"and {n_test} test")
+    order = sorted(names)
+    random.Random(seed).shuffle(order)
+    train = sorted(order[:n_train])
+    val = sorted(order[n_train:n_train + n_val])
+    test = sorted(order[n_train + n_val:n_train + n_val + n_test])
+    return Split(train=train, val=val, test=test, seed=seed)
+
+
+def write_split(path: str | os.PathLike[str], split: Split) -> None:
+    """Write a split manifest as YAML (atomically)."""
+    save_yaml(path, split.to_dict())
+
+
+def read_split(path: str | os.PathLike[str]) -> Split:
+    """Read a split manifest written by :func:`write_split`."""
+    data = read_yaml(path)
+    try:
+        return Split(train=list(data["train"]), val=list(data.get("val") or []),
+                     test=list(data.get("test") or []), seed=int(data.get("seed", 0)))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CrispError(f"not a split manifest ({err})", path) from None
