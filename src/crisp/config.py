@@ -34,7 +34,9 @@ def _format_validation_error(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def validate_config(model: type[T], values: dict[str, Any], source: str | os.PathLike[str] | None = None) -> T:
+def validate_config(
+    model: type[T], values: dict[str, Any], source: str | os.PathLike[str] | None = None
+) -> T:
     """Build ``model`` from ``values``; raise :class:`CrispError` naming ``source`` on failure."""
     try:
         return model.model_validate(values)
