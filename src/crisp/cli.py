@@ -16,6 +16,7 @@ from crisp import __version__
 from crisp.errors import CrispError
 
 COMMAND_MODULES = (
+    "crisp.commands.io_cmds",
     "crisp.commands.data_cmds",
     "crisp.commands.segmentation_cmds",
     "crisp.commands.picking_cmds",
