@@ -49,3 +49,15 @@ def test_compare_bad_inputs(tmp_path):
     run = _run(tmp_path, "a", "unet", 0.5, 1)
     with pytest.raises(CrispError, match="cannot sort by 'zzz'"):
         compare_runs([run], sort_by="zzz")
+
+
+def test_compare_cli(tmp_path, capsys):
+    from crisp.cli import main
+
+    runs = [_run(tmp_path, "u", "unet", 0.80, 100), _run(tmp_path, "f", "fpn", 0.85, 200)]
+    assert main(["compare", *map(str, runs), "--sort-by", "test.pooled.f1", "-o", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    assert out.index("| f |") < out.index("| u |")
+    assert (tmp_path / "t.md").is_file() and (tmp_path / "t.csv").is_file()
+    assert main(["compare", str(tmp_path / "missing")]) == 2
+    assert "missing: run directory not found" in capsys.readouterr().err
