@@ -1,0 +1,213 @@
+"""Tests of crisp.labels: disc, threshold and reprojection masks, and the Euler convention."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from crisp.errors import CrispError
+from crisp.labels import (
+    Volume3D,
+    disk_mask,
+    project_volume,
+    read_particles,
+    relion_euler_matrix,
+    reproject_mask,
+    threshold_mask,
+)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a).astype(bool), np.asarray(b).astype(bool)
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+# ---------------------------------------------------------------- disk
+
+def test_disk_hand_case():
+    mask = disk_mask((5, 6), [2.0], [1.0], 1.0)
+    expected = np.zeros((5, 6), np.uint8)
+    expected[1, 1:4] = 1
+    expected[0, 2] = expected[2, 2] = 1
+    np.testing.assert_array_equal(mask, expected)
+    assert mask.dtype == np.uint8
+
+
+def test_disk_matches_brute_force_loop():
+    rng = np.random.default_rng(3)
+    shape = (37, 45)
+    x = np.concatenate([rng.uniform(-3, 48, 12), [0.0, 44.0]])
+    y = np.concatenate([rng.uniform(-3, 40, 12), [36.0, 0.0]])
+    radius = 4.7
+    expected = np.zeros(shape, np.uint8)
+    for r in range(shape[0]):
+        for c in range(shape[1]):
+            for xc, yc in zip(x, y, strict=True):
+                if (c - xc) ** 2 + (r - yc) ** 2 <= radius ** 2:
+                    expected[r, c] = 1
+    np.testing.assert_array_equal(disk_mask(shape, x, y, radius), expected)
+
+
+def test_disk_rejects_bad_radius():
+    with pytest.raises(CrispError, match="positive"):
+        disk_mask((10, 10), [1], [1], 0)
+
+
+# ---------------------------------------------------------------- threshold
+
+def _ellipse(shape, xc, yc, a, b, angle):
+    rows, cols = np.mgrid[:shape[0], :shape[1]].astype(float)
+    u = (cols - xc) * np.cos(angle) + (rows - yc) * np.sin(angle)
+    v = -(cols - xc) * np.sin(angle) + (rows - yc) * np.cos(angle)
+    return (u / a) ** 2 + (v / b) ** 2 <= 1
+
+
+def _blob_micrograph(seed=0, dark=True, noise=0.25):
+    """Ellipses of known shape (inside their discs of radius 20) on a flat background."""
+    rng = np.random.default_rng(seed)
+    shape = (200, 260)
+    centres = [(50, 50), (130, 60), (200, 140), (60, 150), (150, 150)]
+    truth = np.zeros(shape, bool)
+    shapes = []
+    for i, (xc, yc) in enumerate(centres):
+        s = _ellipse(shape, xc, yc, 18, 13, 0.5 * i)
+        shapes.append(s)
+        truth |= s
+    image = np.where(truth, -1.0 if dark else 1.0, 0.0) + rng.normal(0, noise, shape)
+    x = np.array([c[0] for c in centres], float)
+    y = np.array([c[1] for c in centres], float)
+    return image.astype(np.float32), x, y, truth, shapes
+
+
+@pytest.mark.parametrize(("method", "min_iou"), [("li", 0.8), ("otsu", 0.93), ("local", 0.9)])
+def test_threshold_recovers_known_shapes(method, min_iou):
+    image, x, y, truth, _ = _blob_micrograph()
+    mask, stats = threshold_mask(image, x, y, 20, method=method)
+    assert iou(mask, truth) >= min_iou
+    assert stats.n_particles == 5 and stats.n_dark == 5 and stats.n_fallback_disk == 0
+    # far better than a disc of the same radius
+    assert iou(mask, truth) > iou(disk_mask(image.shape, x, y, 20), truth) + 0.2
+
+
+def test_threshold_auto_polarity_handles_light_particles():
+    image, x, y, truth, _ = _blob_micrograph(dark=False)
+    mask, stats = threshold_mask(image, x, y, 20, method="otsu")
+    assert stats.n_light == 5
+    assert iou(mask, truth) >= 0.93
+    forced, _ = threshold_mask(image, x, y, 20, method="otsu", polarity="dark")
+    assert iou(forced, truth) < 0.7
+
+
+def test_threshold_keeps_only_the_component_at_the_centre():
+    shape = (120, 160)
+    a = _ellipse(shape, 60, 60, 16, 16, 0)
+    b = _ellipse(shape, 95, 60, 14, 14, 0)  # a neighbour without a centre, touching a's disc
+    c = _ellipse(shape, 60, 20, 3, 3, 0)    # a small speck inside a's window, outside the disc
+    image = np.where(a | b | c, -1.0, 0.0).astype(np.float32)
+    image += np.random.default_rng(1).normal(0, 0.1, shape).astype(np.float32)
+    mask, _ = threshold_mask(image, [60.0], [60.0], 20, method="otsu")
+    disc = disk_mask(shape, [60.0], [60.0], 20).astype(bool)
+    assert not (mask.astype(bool) & ~disc).any()      # nothing beyond the disc
+    assert not mask[c].any()                           # the speck is not kept
+    assert iou(mask, a) >= 0.9
+
+
+def test_threshold_centre_on_background_takes_nearest_component():
+    shape = (100, 100)
+    ring = _ellipse(shape, 50, 50, 15, 15, 0) & ~_ellipse(shape, 50, 50, 6, 6, 0)
+    image = np.where(ring, -1.0, 0.0).astype(np.float32)
+    mask, stats = threshold_mask(image, [50.0], [50.0], 20, lowpass_sigma_px=0)
+    # the hole under the centre is filled: the whole disc of radius 15
+    assert iou(mask, _ellipse(shape, 50, 50, 15, 15, 0)) >= 0.95
+    assert stats.n_fallback_disk == 0
+
+
+def test_threshold_bad_method_is_an_error():
+    with pytest.raises(CrispError, match="unknown threshold method"):
+        threshold_mask(np.zeros((10, 10)), [5], [5], 3, method="magic")
+
+
+# ---------------------------------------------------------------- Euler convention and reprojection
+
+def _phantom(n=40):
+    """An asymmetric phantom: four Gaussian blobs of different sizes and weights, [z, y, x]."""
+    c = n // 2
+    z, y, x = np.mgrid[:n, :n, :n] - c
+    vol = np.zeros((n, n, n))
+    for bx, by, bz, s, w in [(8, 0, 0, 2.5, 1.0), (0, 11, 0, 2.5, 2.0), (0, 0, 6, 2.0, 3.0),
+                             (-5, -6, 3, 1.8, 1.5)]:
+        vol += w * np.exp(-((x - bx) ** 2 + (y - by) ** 2 + (z - bz) ** 2) / (2 * s * s))
+    return vol.astype(np.float32)
+
+
+def _brute_projection(vol, rot, tilt, psi):
+    """RELION: P(x, y) = sum_z V(A^T (x, y, z)), x = column, y = row, centre n // 2."""
+    n = vol.shape[0]
+    c = n // 2
+    z, y, x = (np.mgrid[:n, :n, :n] - c).reshape(3, -1).astype(float)
+    src = relion_euler_matrix(rot, tilt, psi).T @ np.stack([x, y, z])
+    sampled = ndimage.map_coordinates(vol, [src[2] + c, src[1] + c, src[0] + c], order=1)
+    return sampled.reshape(n, n, n).sum(axis=0)
+
+
+def test_relion_matrix_hand_case():
+    # rot = 90: A maps x to -y (RELION's Euler_angles2matrix, A(1,0) = -sin(rot))
+    np.testing.assert_allclose(relion_euler_matrix(90, 0, 0), [[0, 1, 0], [-1, 0, 0], [0, 0, 1]], atol=1e-12)
+    np.testing.assert_allclose(relion_euler_matrix(0, 90, 0), [[0, 0, -1], [0, 1, 0], [1, 0, 0]], atol=1e-12)
+    a = relion_euler_matrix([10, 200], [30, 100], [-40, 5])
+    np.testing.assert_allclose(a @ np.swapaxes(a, -1, -2), np.broadcast_to(np.eye(3), (2, 3, 3)), atol=1e-12)
+
+
+def test_aspire_projection_follows_relion_convention():
+    vol = _phantom()
+    poses = np.array([[30.0, 50.0, 70.0], [-120.0, 100.0, 15.0], [0.0, 0.0, 90.0]])
+    projections = project_volume(vol, poses)
+    for proj, pose in zip(projections, poses, strict=True):
+        ref = _brute_projection(vol, *pose)
+        assert np.corrcoef(proj.ravel(), ref.ravel())[0, 1] > 0.999
+        com_a = np.array(ndimage.center_of_mass(np.clip(proj, 0, None)))
+        com_b = np.array(ndimage.center_of_mass(ref))
+        assert np.abs(com_a - com_b).max() < 0.2
+        # the wrong convention (transposed matrix) is clearly worse
+        wrong = _brute_projection(vol, -pose[2], -pose[1], -pose[0])
+        assert np.corrcoef(proj.ravel(), wrong.ravel())[0, 1] < 0.9
+
+
+def test_read_particles_applies_origin_and_optics(tmp_path):
+    import starfile
+
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnMicrographPixelSize": [2.0],
+                           "rlnImagePixelSize": [4.0]})
+    parts = pd.DataFrame({"rlnMicrographName": ["MotionCorr/job002/mic_001.mrc"] * 2,
+                          "rlnCoordinateX": [100.0, 50.0], "rlnCoordinateY": [200.0, 60.0],
+                          "rlnAngleRot": [10.0, 0.0], "rlnAngleTilt": [20.0, 0.0], "rlnAnglePsi": [30.0, 0.0],
+                          "rlnOriginXAngst": [10.0, -4.0], "rlnOriginYAngst": [-6.0, 0.0],
+                          "rlnOpticsGroup": [1, 1]})
+    path = tmp_path / "run_data.star"
+    starfile.write({"optics": optics, "particles": parts}, path)
+    table = read_particles(path)
+    np.testing.assert_allclose(table["rlnCoordinateX"], [95.0, 52.0])
+    np.testing.assert_allclose(table["rlnCoordinateY"], [203.0, 60.0])
+    np.testing.assert_allclose(table["rlnImagePixelSize"], [4.0, 4.0])
+
+
+def test_reproject_mask_places_scaled_silhouette_at_centre():
+    n = 32
+    z, y, x = np.mgrid[:n, :n, :n] - n // 2
+    # an elongated box mask, 21 x 9 x 9 voxels of 2 Å centred on voxel n // 2, along x
+    box = ((np.abs(x) <= 10) & (np.abs(y) <= 4) & (np.abs(z) <= 4)).astype(np.float32)
+    volume = Volume3D(data=box, voxel_size=2.0, is_mask=True)
+    particles = pd.DataFrame({"rlnCoordinateX": [60.0], "rlnCoordinateY": [40.0], "rlnAngleRot": [0.0],
+                              "rlnAngleTilt": [0.0], "rlnAnglePsi": [0.0]})
+    mask = reproject_mask((100, 120), particles, volume, pixel_size=1.0)
+    rows, cols = np.nonzero(mask)
+    # 42 x 18 micrograph pixels (1 Å) around (60, 40), long side along x (columns)
+    assert 39 <= cols.max() - cols.min() + 1 <= 45 and 15 <= rows.max() - rows.min() + 1 <= 21
+    assert abs(cols.mean() - 60) < 0.5 and abs(rows.mean() - 40) < 0.5
+    # psi = 90 turns it along y
+    particles["rlnAnglePsi"] = 90.0
+    turned = reproject_mask((100, 120), particles, volume, pixel_size=1.0)
+    rows, cols = np.nonzero(turned)
+    assert rows.max() - rows.min() > cols.max() - cols.min() + 15
