@@ -115,14 +115,37 @@ class SeparableGaussianFilter:
         self.kernel_x = gaussian_kernel1d(theta_px, min(radius, width - 1), dtype, device)
 
     def __call__(self, values: Tensor) -> Tensor:
-        b, c, h, w = values.shape
-        x = values.reshape(b * c, 1, h, w)
-        ky = self.kernel_y.to(values.dtype)
-        kx = self.kernel_x.to(values.dtype)
-        ry, rx = (ky.numel() - 1) // 2, (kx.numel() - 1) // 2
-        x = F.conv2d(x, ky.view(1, 1, -1, 1), padding=(ry, 0))
-        x = F.conv2d(x, kx.view(1, 1, 1, -1), padding=(0, rx))
-        return x.reshape(b, c, h, w) - values
+        x = _convolve_axis(values, self.kernel_y.to(values.dtype), axis=-2)
+        x = _convolve_axis(x, self.kernel_x.to(values.dtype), axis=-1)
+        return x - values
+
+
+_SHIFT_MAX_RADIUS = 8
+
+
+def _convolve_axis(x: Tensor, kernel: Tensor, axis: int) -> Tensor:
+    """Zero-padded convolution of ``[B, C, H, W]`` along ``axis`` (-2 or -1) with a symmetric kernel.
+
+    Small kernels use shifted sums (faster than ``conv2d`` on CPU for a few taps), larger ones ``conv2d``.
+    """
+    radius = (kernel.numel() - 1) // 2
+    if radius == 0:
+        return x * kernel[0]
+    length = x.shape[axis]
+    if radius <= _SHIFT_MAX_RADIUS:
+        pad = (0, 0, radius, radius) if axis == -2 else (radius, radius)
+        xp = F.pad(x, pad)
+        out = kernel[radius] * x
+        for k in range(radius):  # kernel[k] == kernel[2 radius - k]
+            out = out + kernel[k] * (xp.narrow(axis, k, length) + xp.narrow(axis, 2 * radius - k, length))
+        return out
+    b, c, h, w = x.shape
+    flat = x.reshape(b * c, 1, h, w)
+    if axis == -2:
+        out = F.conv2d(flat, kernel.view(1, 1, -1, 1), padding=(radius, 0))
+    else:
+        out = F.conv2d(flat, kernel.view(1, 1, 1, -1), padding=(0, radius))
+    return out.reshape(b, c, h, w)
 
 
 def _pixel_grid(height: int, width: int, device: torch.device | str) -> Tensor:
@@ -233,7 +256,9 @@ class BilateralGridFilter:
         b, nf, h, w = features.shape
         self.shape = (b, h, w)
         coords = _scaled_coordinates(features, theta_px * cell, theta_feature * cell)  # [B, N, D] in cells
-        offset = coords.detach().amin(dim=(0, 1), keepdim=True)
+        # shift by whole cells only, so that the lattice (and the approximation) does not depend on
+        # the other images of the batch
+        offset = torch.floor(coords.detach().amin(dim=(0, 1), keepdim=True))
         coords = coords - offset
         ndim = coords.shape[-1]
         if order == 1:  # linear: nodes floor(u), floor(u) + 1
@@ -293,15 +318,22 @@ class BilateralGridFilter:
                     term = term + node_weights[k][..., d] * node_weights[m][..., d] * kern[mid + k - m]
             diag = diag * term
         self.self_response = diag  # [B, N]
+        self._flat_cache: dict[int, Tensor] = {}
+
+    def _flat_index(self, channels: int) -> Tensor:
+        if channels not in self._flat_cache:
+            offsets = torch.arange(channels, device=self.index.device)
+            self._flat_cache[channels] = (self.index.unsqueeze(1) * channels + offsets).reshape(-1)
+        return self._flat_cache[channels]
 
     def __call__(self, values: Tensor) -> Tensor:
         b, h, w = self.shape
         c = values.shape[1]
         v = values.reshape(b, c, h * w).transpose(1, 2)  # [B, N, C]
         weight = self.weight.to(values.dtype)
-        splat = (v.unsqueeze(2) * weight.unsqueeze(-1)).reshape(-1, c)  # [B*N*2^D, C]
-        grid = torch.zeros(self.total_cells, c, dtype=values.dtype, device=values.device)
-        grid = grid.index_add(0, self.index, splat)
+        splat = (v.unsqueeze(2) * weight.unsqueeze(-1)).reshape(-1)  # [B*N*corners*C]
+        grid = torch.zeros(self.total_cells * c, dtype=values.dtype, device=values.device)
+        grid = grid.scatter_add(0, self._flat_index(c), splat)  # 1-D scatter: much faster than 2-D
         grid = grid.view(b, *self.sizes, c)
         for d, kernel in enumerate(self.kernels):
             grid = _blur_along(grid, d + 1, kernel.to(values.dtype))
