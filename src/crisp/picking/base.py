@@ -1,0 +1,99 @@
+"""What every centre finder shares: its description record, the picks table, input checks.
+
+A *finder* turns a 2-D foreground-probability map (values in [0, 1], indexed ``[row, column]``)
+and the particle diameter in pixels into a picks table: a :class:`pandas.DataFrame` with
+``rlnCoordinateX`` (column, px), ``rlnCoordinateY`` (row, px) and ``rlnAutopickFigureOfMerit``
+(the finder's score, higher = more particle-like), sorted by decreasing score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crisp.config import StageConfig
+from crisp.errors import CrispError
+
+X, Y, SCORE = "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit"
+PICK_COLUMNS = (X, Y, SCORE)
+
+
+class FinderParams(StageConfig):
+    """Base of every finder's parameter model (unknown keys are an error)."""
+
+
+@dataclass(frozen=True)
+class Finder:
+    """One centre finder in the registry.
+
+    Attributes
+    ----------
+    name
+        Registry key, used in ``picker.yaml`` and on the command line.
+    function
+        ``function(prob_map, diameter_px, params) -> DataFrame`` with ``params`` an instance of
+        ``params_model``.
+    params_model
+        Pydantic model of the finder's parameters (defaults are sensible for a calibrated map).
+    grid
+        Default tuning grid: parameter name -> list of values, over the finder's two main
+        parameters (candidate count/size and filtering strength).
+    summary
+        One line for listings.
+    """
+
+    name: str
+    function: Callable[[np.ndarray, float, Any], pd.DataFrame]
+    params_model: type[FinderParams]
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    summary: str = ""
+
+
+def make_picks(x: np.ndarray, y: np.ndarray, score: np.ndarray) -> pd.DataFrame:
+    """Build a picks table sorted by decreasing score (ties keep their input order)."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    score = np.asarray(score, dtype=np.float64).ravel()
+    order = np.argsort(-score, kind="stable")
+    return pd.DataFrame({X: x[order], Y: y[order], SCORE: score[order]})
+
+
+def check_map(prob_map: np.ndarray, diameter_px: float) -> np.ndarray:
+    """Validate a probability map and the diameter; return the map as float32 clipped to [0, 1].
+
+    A map whose maximum exceeds 1 (e.g. 0..255 images) is divided by its maximum first.
+    """
+    arr = np.asarray(prob_map)
+    if arr.ndim != 2:
+        raise CrispError(f"a probability map must be 2-D (got shape {arr.shape})")
+    if not np.isfinite(diameter_px) or diameter_px < 3:
+        raise CrispError(f"particle diameter must be at least 3 px (got {diameter_px})")
+    arr = arr.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(arr)):
+        raise CrispError("the probability map contains NaN or infinite values")
+    top = float(arr.max()) if arr.size else 0.0
+    if top > 1.0:
+        arr = arr / top
+    return np.clip(arr, 0.0, 1.0)
+
+
+def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Downscale by an integer factor with block means (the ragged border is cropped).
+
+    Binned pixel ``i`` covers original pixels ``[i*factor, (i+1)*factor)``, so its centre is at
+    original coordinate ``i*factor + (factor-1)/2`` (see :func:`unbin`).
+    """
+    if factor <= 1:
+        return image
+    ny, nx = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
+    view = image[:ny, :nx].reshape(ny // factor, factor, nx // factor, factor)
+    return view.mean(axis=(1, 3), dtype=np.float32)
+
+
+def unbin(coord: np.ndarray, factor: int) -> np.ndarray:
+    """Map a coordinate of a :func:`block_mean` image back to the original pixel grid."""
+    return np.asarray(coord, dtype=np.float64) * factor + (factor - 1) / 2.0
