@@ -211,3 +211,141 @@ def test_reproject_mask_places_scaled_silhouette_at_centre():
     turned = reproject_mask((100, 120), particles, volume, pixel_size=1.0)
     rows, cols = np.nonzero(turned)
     assert rows.max() - rows.min() > cols.max() - cols.min() + 15
+
+
+# ---------------------------------------------------------------- pipeline and CLI
+
+def _write_tiny_dataset(root, flip=False):
+    """Two 8-bit JPG micrographs with dark discs, their STAR files, and one of each without partner."""
+    import starfile
+    from PIL import Image
+
+    mics, coords = root / "mics", root / "coords"
+    mics.mkdir()
+    coords.mkdir()
+    truth = {}
+    rng = np.random.default_rng(0)
+    shape = (64, 80)
+    for name in ["mic_a", "mic_b", "mic_lonely"]:
+        x = rng.uniform(10, 70, 4).round(1)
+        y = rng.uniform(10, 54, 4).round(1)
+        disc = disk_mask(shape, x, y, 6)
+        image = np.clip(180 - 100 * disc + rng.normal(0, 5, shape), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(mics / f"{name}.jpg", quality=95)
+        truth[name] = (x, y, disc)
+        if name != "mic_lonely":
+            y_file = (shape[0] - 1) - y if flip else y
+            starfile.write(pd.DataFrame({"rlnCoordinateX": x, "rlnCoordinateY": y_file}),
+                           coords / f"{name}.star")
+    starfile.write(pd.DataFrame({"rlnCoordinateX": [5.0], "rlnCoordinateY": [5.0]}),
+                   coords / "mic_orphan.star")
+    return mics, coords, truth
+
+
+def _run(argv):
+    from crisp.cli import main
+
+    return main(argv)
+
+
+def test_cli_labels_disk_tiny_dataset(tmp_path, capsys):
+    from crisp.config import read_yaml
+    from crisp.io.micrographs import read_micrograph
+
+    mics, coords, truth = _write_tiny_dataset(tmp_path)
+    out = tmp_path / "ds"
+    argv = ["labels", "--micrographs", str(mics), "--coords", str(coords), "-o", str(out), "--radius", "6",
+            "--pixel-size", "2.5", "--no-progress"]
+    assert _run(argv) == 0
+    printed = capsys.readouterr().out
+    assert "mic_lonely.jpg" in printed and "mic_orphan.star" in printed   # the no-partner report
+    for name in ("mic_a", "mic_b"):
+        mask = read_micrograph(out / "masks" / f"{name}.mrc")
+        np.testing.assert_array_equal(mask.data, truth[name][2])
+        assert mask.pixel_size == pytest.approx(2.5)
+        mic = read_micrograph(out / "micrographs" / f"{name}.mrc")
+        np.testing.assert_array_equal(mic.data, read_micrograph(mics / f"{name}.jpg").data)
+        import starfile
+
+        centres = starfile.read(out / "coordinates" / f"{name}.star")
+        np.testing.assert_allclose(centres["rlnCoordinateX"], truth[name][0])
+        np.testing.assert_allclose(centres["rlnCoordinateY"], truth[name][1])
+    assert not (out / "masks" / "mic_lonely.mrc").exists()
+    meta = read_yaml(out / "labels.yaml")
+    assert meta["method"] == "disk" and meta["diameter_px"] == 12 and meta["pixel_size"] == 2.5
+    assert meta["n_particles"] == 8 and meta["settings"]["radius_px"] == 6
+    assert (out / "qc.png").is_file()
+    # resumable: a rerun skips both, a rerun with other settings is refused
+    stamp = (out / "masks" / "mic_a.mrc").stat().st_mtime_ns
+    assert _run(argv) == 0
+    assert "2 already done" in capsys.readouterr().out
+    assert (out / "masks" / "mic_a.mrc").stat().st_mtime_ns == stamp
+    assert _run(argv[:-5] + ["--radius", "7", "--pixel-size", "2.5", "--no-progress"]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_cli_labels_flip_y(tmp_path):
+    from crisp.io.micrographs import read_micrograph
+
+    mics, coords, truth = _write_tiny_dataset(tmp_path, flip=True)
+    out = tmp_path / "ds"
+    assert _run(["labels", "-m", str(mics), "-c", str(coords), "-o", str(out), "--radius", "6", "--flip-y",
+                 "--qc-count", "0", "--no-progress"]) == 0
+    np.testing.assert_array_equal(read_micrograph(out / "masks" / "mic_a.mrc").data, truth["mic_a"][2])
+    assert not (out / "qc.png").exists()
+    unflipped = tmp_path / "ds2"
+    assert _run(["labels", "-m", str(mics), "-c", str(coords), "-o", str(unflipped), "--radius", "6",
+                 "--qc-count", "0", "--no-progress"]) == 0
+    assert iou(read_micrograph(unflipped / "masks" / "mic_a.mrc").data, truth["mic_a"][2]) < 0.5
+
+
+def test_cli_labels_threshold_method(tmp_path):
+    from crisp.config import read_yaml
+    from crisp.io.micrographs import read_micrograph
+
+    mics, coords, truth = _write_tiny_dataset(tmp_path)
+    out = tmp_path / "ds"
+    assert _run(["labels", "-m", str(mics), "-c", str(coords), "-o", str(out), "--radius", "8",
+                 "--method", "threshold", "--threshold-method", "otsu", "--qc-count", "1",
+                 "--no-progress"]) == 0
+    assert iou(read_micrograph(out / "masks" / "mic_b.mrc").data, truth["mic_b"][2]) >= 0.8
+    meta = read_yaml(out / "labels.yaml")
+    assert meta["micrographs"]["mic_b"]["n_dark"] == 4
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ([], "needs the particle radius"),
+    (["--radius-A", "20"], "pixel size"),
+    (["--radius", "6", "--method", "threshold", "--threshold-method", "magic"], "unknown threshold method"),
+    (["--radius", "6", "--method", "reproject"], "needs --particles"),
+])
+def test_cli_labels_bad_options(tmp_path, capsys, extra, message):
+    mics, coords, _ = _write_tiny_dataset(tmp_path)
+    assert _run(["labels", "-m", str(mics), "-c", str(coords), "-o", str(tmp_path / "ds"), "--no-progress",
+                 *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "ds" / "masks").exists()
+
+
+def test_cli_labels_no_pairs_and_outside_coordinates(tmp_path, capsys):
+    import starfile
+
+    mics, coords, _ = _write_tiny_dataset(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    starfile.write(pd.DataFrame({"rlnCoordinateX": [1.0], "rlnCoordinateY": [1.0]}), other / "nothing.star")
+    assert _run(["labels", "-m", str(mics), "-c", str(other), "-o", str(tmp_path / "ds"), "--radius", "6",
+                 "--no-progress"]) == 2
+    assert "no micrograph could be paired" in capsys.readouterr().err
+    # coordinates of a binned-by-4 picker: all outside the micrograph
+    starfile.write(pd.DataFrame({"rlnCoordinateX": [400.0, 300.0], "rlnCoordinateY": [500.0, 900.0]}),
+                   coords / "mic_a.star")
+    assert _run(["labels", "-m", str(mics), "-c", str(coords), "-o", str(tmp_path / "ds"), "--radius", "6",
+                 "--no-progress"]) == 2
+    assert "fall outside" in capsys.readouterr().err
+    # some outside: warned and counted
+    starfile.write(pd.DataFrame({"rlnCoordinateX": [40.0, 300.0], "rlnCoordinateY": [30.0, 900.0]}),
+                   coords / "mic_a.star")
+    assert _run(["labels", "-m", str(mics), "-c", str(coords), "-o", str(tmp_path / "ds3"), "--radius", "6",
+                 "--no-progress"]) == 0
+    assert "1 of 2 coordinates fall outside" in capsys.readouterr().out

@@ -1,9 +1,92 @@
-"""CLI verbs of the labels area (see crisp.cli)."""
+"""CLI verbs of the labels area (see crisp.cli): ``crisp labels``."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def _projection_threshold(value: str | None) -> float | str | None:
+    from crisp.errors import CrispError
+
+    if value is None or value == "li":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise CrispError("--projection-threshold must be a fraction in (0, 1) or 'li' "
+                         f"(got '{value}')") from None
+
+
+LABELS_HELP = (
+    "Make training labels from real data: masks from particle coordinates or refined poses.\n\n"
+    "Writes OUTPUT/micrographs/NAME.mrc (float32 copy, original resolution), masks/NAME.mrc (uint8 0/1), "
+    "coordinates/NAME.star (centres used), labels.yaml (every setting) and qc.png (mask outlines and "
+    "centres over the first micrographs: check that the centres sit on particles). A rerun with the "
+    "same settings skips micrographs already done."
+)
+
+
 def register(app: typer.Typer) -> None:
-    """Add this area's verbs to app."""
+    """Add this area's verbs to ``app``."""
+
+    @app.command("labels", help=LABELS_HELP)
+    def labels(
+        micrographs: list[str] = typer.Option(
+            ..., "--micrographs", "-m",
+            help="Micrographs: a folder, a glob pattern or files (MRC, TIFF, PNG, JPG); repeatable."),
+        output: Path = typer.Option(..., "-o", "--output", help="Dataset folder to write."),
+        coords: list[str] = typer.Option(
+            None, "--coords", "-c",
+            help="Coordinate files or a folder of them (STAR, BOX, Topaz/CryoPPP text or CSV, cryoSPARC "
+            ".cs), paired with micrographs by file stem; repeatable. x = column, y = row."),
+        method: str = typer.Option("disk", "--method",
+                                   help="disk | threshold | reproject (3D mask at refined poses)."),
+        radius: float = typer.Option(None, "--radius", help="Particle radius in pixels (e.g. 54)."),
+        radius_a: float = typer.Option(None, "--radius-A", help="Particle radius in Å (needs a pixel size)."),
+        pixel_size: float = typer.Option(
+            None, "--pixel-size", help="Å per pixel; overrides the MRC header (JPG/PNG/TIFF carry none)."),
+        flip_y: bool = typer.Option(
+            False, "--flip-y", help="Coordinates count rows from the other edge: y -> ny - 1 - y."),
+        coord_format: str = typer.Option(
+            None, "--coord-format", help="Coordinate file format (default: from the file name and content)."),
+        threshold_method: str = typer.Option(
+            "li", "--threshold-method",
+            help="threshold: li, otsu, yen, triangle, mean, isodata (global in each particle's window) "
+            "or local."),
+        polarity: str = typer.Option(
+            "auto", "--polarity",
+            help="threshold: particles dark (raw micrographs), light (inverted renderings) or auto "
+            "(decided per particle from the disc and its surrounding ring)."),
+        lowpass_sigma: float = typer.Option(
+            None, "--lowpass-sigma", help="threshold: Gaussian low-pass sigma in pixels (default radius/8)."),
+        window_factor: float = typer.Option(
+            2.0, "--window-factor", help="threshold: half-width of each particle's window, in radii."),
+        particles: Path = typer.Option(
+            None, "--particles", help="reproject: RELION particle STAR of a 3D refinement."),
+        mask3d: Path = typer.Option(None, "--mask3d", help="reproject: 3D mask or map (MRC)."),
+        projection_threshold: str = typer.Option(
+            None, "--projection-threshold",
+            help="reproject: fraction of each projection's maximum, or 'li' (default 0.5 for a mask, "
+            "li for a map)."),
+        qc_count: int = typer.Option(4, "--qc-count", help="Micrographs shown in qc.png (0: no figure)."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    ) -> None:
+        """Make training labels from real data (see LABELS_HELP)."""
+        from crisp.config import validate_config
+        from crisp.labels import LabelConfig, make_labels
+
+        config = validate_config(LabelConfig, {
+            "method": method, "radius_px": radius, "radius_A": radius_a, "pixel_size": pixel_size,
+            "flip_y": flip_y, "coord_format": coord_format, "threshold_method": threshold_method,
+            "polarity": polarity, "lowpass_sigma_px": lowpass_sigma, "window_factor": window_factor,
+            "projection_threshold": _projection_threshold(projection_threshold), "qc_count": qc_count,
+        }, "command line")
+        run = make_labels(micrographs, output, config, coordinates=coords or None, particles=particles,
+                          mask3d=mask3d, progress=progress, echo=typer.echo)
+        n_particles = sum(s["n_used"] for s in run.micrographs.values())
+        typer.echo(f"{len(run.made)} micrographs labelled, {len(run.skipped)} already done "
+                   f"({n_particles} particles) in {run.seconds:.1f} s -> {run.out_dir}")
+        if run.qc_figure is not None:
+            typer.echo(f"check the overlay: {run.qc_figure}")

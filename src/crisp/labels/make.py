@@ -158,50 +158,30 @@ def _mask_for(method: str, config: LabelConfig, image: np.ndarray, centres: pd.D
                           threshold=config.projection_threshold), {}
 
 
-COORDINATE_SUFFIXES = (".star", ".box", ".txt", ".csv", ".cs", ".coord", ".tsv")
+def _pair_coordinates(mic_paths: list[Path], coordinates, config: LabelConfig
+                      ) -> tuple[list[tuple[Path, Path | pd.DataFrame]], dict, str]:
+    """Pair micrographs with coordinate files by stem, or with the rows of one multi-micrograph file."""
+    from crisp.io.coordinates import NAME, list_coordinate_files, match_coordinates, read_coordinates
 
-
-def _list_coordinate_files(items) -> list[Path]:
-    """Expand a folder, glob pattern, file or list of these into coordinate files."""
-    import glob
-
-    items = [items] if isinstance(items, (str, os.PathLike)) else list(items)
-    found: set[Path] = set()
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found.update(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                         and p.suffix.lower() in COORDINATE_SUFFIXES)
-        elif path.is_file():
-            found.add(path)
-        elif glob.has_magic(str(item)):
-            found.update(Path(p) for p in glob.glob(str(item)) if Path(p).is_file())
-        else:
-            raise CrispError("no such coordinate file or folder", path)
-    if not found:
-        raise CrispError("no coordinate files found (expected files ending in "
-                         f"{', '.join(COORDINATE_SUFFIXES)})", items[0] if len(items) == 1 else None)
-    return sorted(found)
-
-
-def _pair_coordinates(mic_paths: list[Path], coordinates) -> tuple[list[tuple[Path, Path]], dict, str]:
-    from crisp.io.coordinates import match_coordinates
-
-    coord_paths = _list_coordinate_files(coordinates)
-    match = match_coordinates(mic_paths, coord_paths)
-    report = match.report()
+    files = list_coordinate_files(coordinates, expand_index=True)
+    if len(files) == 1 and files[0].suffix.lower() in (".star", ".txt", ".tsv", ".cs"):
+        table = read_coordinates(files[0], config.coord_format)
+        if NAME in table.columns and table[NAME].nunique() > 1:
+            pairs, matching, report = _pair_table(mic_paths, table, str(files[0]))
+            return pairs, matching, report
+    match = match_coordinates(mic_paths, files)
     matching = {"n_pairs": len(match.pairs),
                 "micrographs_without_coordinates": [str(p) for p in match.micrographs_without],
                 "coordinates_without_micrograph": [str(p) for p in match.coordinates_without]}
-    return [(Path(m), Path(c)) for m, c in match.pairs], matching, report
+    return [(Path(m), Path(c)) for m, c in match.pairs], matching, match.report()
 
 
-def _pair_particles(mic_paths: list[Path], particles: pd.DataFrame
-                    ) -> tuple[list[tuple[Path, pd.DataFrame]], dict, str]:
-    from crisp.io.coordinates import micrograph_stem
+def _pair_table(mic_paths: list[Path], particles: pd.DataFrame, source: str
+                ) -> tuple[list[tuple[Path, pd.DataFrame]], dict, str]:
+    """Pair micrographs with the rows of one table by the stem of ``rlnMicrographName``."""
+    from crisp.io.coordinates import group_by_micrograph, micrograph_stem
 
-    stems = particles["rlnMicrographName"].map(micrograph_stem)
-    groups = {stem: df.reset_index(drop=True) for stem, df in particles.groupby(stems, sort=True)}
+    groups = group_by_micrograph(particles)
     pairs, without = [], []
     for path in mic_paths:
         group = groups.pop(micrograph_stem(path.name), None)
@@ -211,12 +191,12 @@ def _pair_particles(mic_paths: list[Path], particles: pd.DataFrame
             pairs.append((path, group))
     matching = {"n_pairs": len(pairs), "micrographs_without_coordinates": [str(p) for p in without],
                 "particle_micrographs_without_file": sorted(groups)}
-    lines = [f"{len(pairs)} micrographs paired with particles of the STAR file"]
+    lines = [f"{len(pairs)} micrograph(s) paired with rows of {source}"]
     if without:
-        lines.append(f"{len(without)} micrographs have no particles: "
+        lines.append(f"{len(without)} micrograph(s) without coordinates: "
                      + ", ".join(p.name for p in without[:10]) + (" ..." if len(without) > 10 else ""))
     if groups:
-        lines.append(f"{len(groups)} micrograph names of the STAR file match no micrograph file: "
+        lines.append(f"{len(groups)} micrograph name(s) of the table without a micrograph file: "
                      + ", ".join(sorted(groups)[:10]) + (" ..." if len(groups) > 10 else ""))
     return pairs, matching, "\n".join(lines)
 
@@ -262,7 +242,7 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
     from tqdm.auto import tqdm
 
     from crisp import __version__
-    from crisp.io.coordinates import read_coordinates
+    from crisp.io.coordinates import flip_y, read_coordinates
     from crisp.io.micrographs import list_micrographs, read_micrograph, write_mrc
 
     config = config or LabelConfig()
@@ -281,11 +261,11 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
 
         particle_table = read_particles(particles, config.pixel_size)
         volume = read_volume(mask3d)
-        pairs, matching, report = _pair_particles(mic_paths, particle_table)
+        pairs, matching, report = _pair_table(mic_paths, particle_table, str(particles))
     else:
         if coordinates is None:
             raise CrispError(f"method '{config.method}' needs coordinates: give --coords")
-        pairs, matching, report = _pair_coordinates(mic_paths, coordinates)
+        pairs, matching, report = _pair_coordinates(mic_paths, coordinates, config)
     say(report)
     if not pairs:
         raise CrispError("no micrograph could be paired with coordinates (pairing is by file stem); "
@@ -308,9 +288,7 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
         mic = read_micrograph(mic_path, pixel_size=config.pixel_size)
         if config.method == "reproject":
             pixel_size = config.pixel_size or mic.pixel_size
-            table = source.copy()
-            if config.flip_y:
-                table["rlnCoordinateY"] = (mic.shape[0] - 1) - table["rlnCoordinateY"]
+            table = flip_y(source, mic.shape[0]) if config.flip_y else source.copy()
             coord_source = str(particles)
             radius_px = None
             if not pixel_size:
@@ -319,9 +297,13 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
         else:
             pixel_size = mic.pixel_size
             radius_px = config.radius_for(pixel_size, mic_path)
-            table = read_coordinates(source, config.coord_format, micrograph_name=mic_path.name,
-                                     micrograph_shape=mic.shape, flip_y=config.flip_y)
-            coord_source = str(source)
+            if isinstance(source, pd.DataFrame):
+                table = flip_y(source, mic.shape[0]) if config.flip_y else source.copy()
+                coord_source = str(inputs["coordinates"])
+            else:
+                table = read_coordinates(source, config.coord_format, micrograph_name=mic_path.name,
+                                         micrograph_shape=mic.shape, flip_y=config.flip_y)
+                coord_source = str(source)
         n_read = len(table)
         table, n_outside = _drop_outside(table, mic.shape)
         if n_read and n_outside == n_read:
