@@ -1,0 +1,314 @@
+"""Particle extraction: one ``.mrcs`` stack per micrograph and a RELION 3.1+ ``particles.star``.
+
+Layout written under ``OUT``::
+
+    OUT/particles.star           data_optics (one optics group) + data_particles
+    OUT/Particles/NAME.mrcs      float32 stack, pixel size (Å) of the extracted images in the header
+
+Box convention (as RELION's extraction): a pick at ``(x, y)`` (x = column, y = row, pixels of the
+original micrograph) is rounded to the nearest pixel ``(xi, yi)``, and image ``k`` of the stack is
+``micrograph[yi - box//2 : yi - box//2 + box, xi - box//2 : xi - box//2 + box]``, so the pick lies
+at pixel ``(box//2, box//2)`` of its image. Picks whose box leaves the micrograph are skipped and
+counted. Image ``k`` (1-based) of ``NAME.mrcs`` is the ``k``-th kept pick of that micrograph in
+table order; ``rlnImageName`` = ``00000k@Particles/NAME.mrcs``, relative to the STAR file's folder.
+
+Each image is optionally binned by Fourier cropping (box / bin pixels), then normalised as RELION
+does: zero mean and unit standard deviation of the background, the pixels farther than
+``bg_radius_px`` (default 0.75 * box / 2, RELION's default) from the centre, and optionally
+contrast-inverted (after normalisation, so the background stays at mean 0, std 1).
+
+A rerun keeps a stack that already holds the expected number of images of the expected size
+(delete ``OUT`` to re-extract with other settings); ``particles.star`` is written last.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from crisp.atomic import atomic_path
+from crisp.errors import CrispError
+from crisp.io.micrographs import read_micrograph, write_mrc
+
+X, Y, FOM, NAME = "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit", "rlnMicrographName"
+STACK_DIR = "Particles"
+STAR_NAME = "particles.star"
+# per-particle columns copied from the picks table when present (CTF and picking metadata)
+CARRIED_COLUMNS = ("rlnAutopickFigureOfMerit", "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle",
+                   "rlnCtfBfactor", "rlnCtfScalefactor", "rlnPhaseShift", "rlnCtfMaxResolution",
+                   "rlnCtfFigureOfMerit", "rlnClassNumber", "rlnAnglePsi")
+
+
+@dataclass
+class ExtractionResult:
+    """What :func:`extract_particles` did.
+
+    Attributes
+    ----------
+    star_path
+        The ``particles.star`` written.
+    n_particles
+        Particles in the star file (all stacks).
+    n_outside
+        Picks skipped because their box leaves the micrograph.
+    n_below_threshold
+        Picks skipped because their score is below the threshold.
+    n_unmatched_picks
+        Picks of micrographs not among the given micrograph files.
+    per_micrograph
+        Stack name -> number of particles.
+    skipped_existing
+        Stacks that were complete already and were not rewritten (resumed run).
+    """
+
+    star_path: Path
+    n_particles: int = 0
+    n_outside: int = 0
+    n_below_threshold: int = 0
+    n_unmatched_picks: int = 0
+    per_micrograph: dict[str, int] = field(default_factory=dict)
+    skipped_existing: int = 0
+
+
+def box_corners(x: np.ndarray, y: np.ndarray, box_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corner (column, row) of each box: pick rounded half up, minus ``box_px // 2``."""
+    xi = np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
+    yi = np.floor(np.asarray(y, dtype=np.float64) + 0.5).astype(np.int64)
+    return xi - box_px // 2, yi - box_px // 2
+
+
+def inside(x0: np.ndarray, y0: np.ndarray, box_px: int, shape: tuple[int, int]) -> np.ndarray:
+    """Whether each box with top-left corner ``(x0, y0)`` lies entirely within ``shape`` (ny, nx)."""
+    return (x0 >= 0) & (y0 >= 0) & (x0 + box_px <= shape[1]) & (y0 + box_px <= shape[0])
+
+
+def cut_boxes(image: np.ndarray, x0: np.ndarray, y0: np.ndarray, box_px: int) -> np.ndarray:
+    """Stack of ``box_px`` squares with the given top-left corners (all must lie inside)."""
+    if len(x0) == 0:
+        return np.zeros((0, box_px, box_px), np.float32)
+    return np.stack([image[r:r + box_px, c:c + box_px] for r, c in zip(y0.tolist(), x0.tolist(), strict=True)]
+                    ).astype(np.float32, copy=False)
+
+
+def fourier_crop_stack(stack: np.ndarray, out_px: int) -> np.ndarray:
+    """Bin each image of a stack to ``out_px`` square by Fourier cropping (mean preserved)."""
+    if stack.shape[-1] == out_px:
+        return stack
+    try:
+        from crisp.preprocess import fourier_resize
+    except ImportError:  # pragma: no cover - the preprocessing module is part of the package
+        fourier_resize = None
+    if fourier_resize is not None:
+        return fourier_resize(stack, (stack.shape[0], out_px, out_px))
+    import scipy.signal
+
+    out = scipy.signal.resample(stack, out_px, axis=1)
+    return scipy.signal.resample(out, out_px, axis=2).astype(np.float32)
+
+
+def background_mask(box_px: int, bg_radius_px: float) -> np.ndarray:
+    """True outside the circle of ``bg_radius_px`` around pixel ``(box_px//2, box_px//2)``."""
+    yy, xx = np.mgrid[:box_px, :box_px] - box_px // 2
+    return xx * xx + yy * yy > bg_radius_px * bg_radius_px
+
+
+def normalise_stack(stack: np.ndarray, bg_radius_px: float | None = None) -> np.ndarray:
+    """RELION-style normalisation: background (outside ``bg_radius_px``) to mean 0, std 1.
+
+    ``bg_radius_px`` defaults to 0.75 * box / 2 (RELION's default background circle). Images with
+    a flat background (std 0) are only centred.
+    """
+    box = stack.shape[-1]
+    radius = 0.75 * box / 2 if bg_radius_px is None else bg_radius_px
+    mask = background_mask(box, radius)
+    if not mask.any():
+        raise CrispError(f"the background circle (radius {radius} px) leaves no background in a {box} px box")
+    bg = stack[:, mask]
+    mean = bg.mean(axis=1, dtype=np.float64)
+    std = bg.std(axis=1, dtype=np.float64)
+    std[std == 0] = 1.0
+    return ((stack - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
+
+
+def _stack_shape(path: Path) -> tuple[int, int, int] | None:
+    """(n, ny, nx) of an existing stack file, or None when it cannot be read."""
+    import mrcfile
+
+    try:
+        with mrcfile.open(path, mode="r", header_only=True, permissive=True) as mrc:
+            return int(mrc.header.nz), int(mrc.header.ny), int(mrc.header.nx)
+    except (ValueError, OSError, EOFError):
+        return None
+
+
+def _match_micrographs(micrographs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]
+                       ) -> dict[str, Path]:
+    from crisp.io.coordinates import micrograph_stem
+
+    if isinstance(micrographs, (str, os.PathLike)) and Path(micrographs).is_dir():
+        from crisp.io.micrographs import IMAGE_SUFFIXES, MRC_SUFFIXES
+
+        folder = Path(micrographs)
+        paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and p.suffix.lower() in MRC_SUFFIXES + IMAGE_SUFFIXES)
+        if not paths:
+            raise CrispError("no micrographs (.mrc, .tif, .png, ...) in the folder", folder)
+    elif isinstance(micrographs, (str, os.PathLike)):
+        paths = [Path(micrographs)]
+    else:
+        paths = [Path(p) for p in micrographs]
+    lookup: dict[str, Path] = {}
+    for path in paths:
+        stem = micrograph_stem(path)
+        if stem in lookup:
+            raise CrispError(f"micrographs {lookup[stem]} and {path} share the name stem '{stem}'")
+        lookup[stem] = path
+    return lookup
+
+
+def extract_particles(micrographs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+                      picks: pd.DataFrame, out_dir: str | os.PathLike[str], box_px: int, *,
+                      bin_factor: int = 1, invert: bool = False, threshold: float | None = None,
+                      pixel_size: float | None = None, voltage: float = 300.0, cs: float = 2.7,
+                      amplitude_contrast: float = 0.1, bg_radius_px: float | None = None,
+                      progress: bool = True) -> ExtractionResult:
+    """Extract particle images into per-micrograph ``.mrcs`` stacks and write ``particles.star``.
+
+    Parameters
+    ----------
+    micrographs
+        Folder of micrographs, one file, or a list of files; paired with the picks'
+        ``rlnMicrographName`` by :func:`crisp.io.coordinates.micrograph_stem`.
+    picks
+        Picks table: ``rlnMicrographName``, ``rlnCoordinateX`` (column), ``rlnCoordinateY`` (row) in
+        pixels of the original micrograph; optional score and CTF columns (copied to the star file).
+    out_dir
+        Output folder (see the module docstring for the layout).
+    box_px
+        Box side in pixels of the original micrograph (even).
+    bin_factor
+        Integer binning by Fourier cropping; the extracted images are ``box_px / bin_factor`` pixels
+        (must be an even integer) of ``pixel_size * bin_factor`` Å.
+    invert
+        Multiply by -1 after normalisation (RELION expects white particles on black).
+    threshold
+        Keep only picks with ``rlnAutopickFigureOfMerit >= threshold``.
+    pixel_size
+        Å per pixel of the micrographs; default from their headers (must then agree).
+    voltage, cs, amplitude_contrast
+        Optics values (kV, mm, fraction) for the optics block.
+    bg_radius_px
+        Background radius in pixels of the extracted (binned) image; default 0.75 * box / 2.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    ExtractionResult
+
+    Raises
+    ------
+    CrispError
+        Bad box or binning, no picks matching the micrographs, a missing or inconsistent pixel
+        size, unreadable micrographs.
+    """
+    from crisp.io.coordinates import group_by_micrograph
+
+    box_px = int(box_px)
+    bin_factor = int(bin_factor)
+    if box_px < 4 or box_px % 2:
+        raise CrispError(f"box size must be an even number of pixels >= 4 (got {box_px})")
+    if bin_factor < 1 or box_px % bin_factor or (box_px // bin_factor) % 2:
+        raise CrispError(f"binning factor {bin_factor} must divide the box size {box_px} into an even size")
+    if pixel_size is not None and not pixel_size > 0:
+        raise CrispError(f"pixel size must be positive (got {pixel_size})")
+    out_px = box_px // bin_factor
+    out = Path(out_dir)
+    result = ExtractionResult(star_path=out / STAR_NAME)
+    lookup = _match_micrographs(micrographs)
+    if len(picks) == 0:
+        raise CrispError("no picks to extract")
+    groups = group_by_micrograph(picks)
+    matched = [stem for stem in groups if stem in lookup]
+    result.n_unmatched_picks = int(sum(len(g) for s, g in groups.items() if s not in lookup))
+    if not matched:
+        raise CrispError(f"none of the {len(groups)} micrograph name(s) of the picks matches a micrograph "
+                         f"file (e.g. '{next(iter(groups))}')")
+    rows: list[pd.DataFrame] = []
+    pixel_sizes: set[float] = set()
+    from tqdm import tqdm
+
+    for stem in tqdm(matched, desc="extract", unit="mic", disable=not progress):
+        table = groups[stem]
+        if threshold is not None:
+            if FOM not in table.columns:
+                raise CrispError(f"a threshold was given but the picks have no {FOM} column")
+            keep = table[FOM].to_numpy(dtype=np.float64) >= threshold
+            result.n_below_threshold += int((~keep).sum())
+            table = table[keep].reset_index(drop=True)
+        mic = read_micrograph(lookup[stem], pixel_size=pixel_size)
+        if mic.pixel_size is None:
+            raise CrispError("no pixel size in the header; give one (--pixel-size)", lookup[stem])
+        pixel_sizes.add(round(float(mic.pixel_size), 4))
+        x0, y0 = box_corners(table[X].to_numpy(), table[Y].to_numpy(), box_px)
+        ok = inside(x0, y0, box_px, mic.shape)
+        result.n_outside += int((~ok).sum())
+        table = table[ok].reset_index(drop=True)
+        x0, y0 = x0[ok], y0[ok]
+        if len(table) == 0:
+            continue
+        stack_rel = f"{STACK_DIR}/{stem}.mrcs"
+        stack_path = out / stack_rel
+        if stack_path.is_file() and _stack_shape(stack_path) == (len(table), out_px, out_px):
+            result.skipped_existing += 1
+        else:
+            stack = cut_boxes(mic.data, x0, y0, box_px)
+            stack = normalise_stack(fourier_crop_stack(stack, out_px), bg_radius_px)
+            if invert:
+                stack = -stack
+            write_mrc(stack_path, stack, pixel_size=mic.pixel_size * bin_factor, dtype=np.float32)
+        part = pd.DataFrame({
+            "rlnImageName": [f"{k:06d}@{stack_rel}" for k in range(1, len(table) + 1)],
+            NAME: str(lookup[stem]),
+            X: table[X].to_numpy(dtype=np.float64),
+            Y: table[Y].to_numpy(dtype=np.float64),
+        })
+        for column in CARRIED_COLUMNS:
+            if column in table.columns:
+                part[column] = table[column].to_numpy()
+        part["rlnOpticsGroup"] = 1
+        rows.append(part)
+        result.per_micrograph[stem] = len(table)
+    if len(pixel_sizes) > 1:
+        raise CrispError(f"the micrographs have different pixel sizes ({sorted(pixel_sizes)} Å); "
+                         "extract them separately or give --pixel-size")
+    if not rows:
+        raise CrispError(f"no particle could be extracted ({result.n_outside} boxes left the micrograph, "
+                         f"{result.n_below_threshold} picks were below the threshold)")
+    particles = pd.concat(rows, ignore_index=True)
+    mic_px = pixel_sizes.pop()
+    optics = pd.DataFrame({
+        "rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
+        "rlnMicrographOriginalPixelSize": [mic_px], "rlnVoltage": [float(voltage)],
+        "rlnSphericalAberration": [float(cs)], "rlnAmplitudeContrast": [float(amplitude_contrast)],
+        "rlnImagePixelSize": [mic_px * bin_factor], "rlnImageSize": [out_px],
+        "rlnImageDimensionality": [2], "rlnCtfDataAreCtfPremultiplied": [0],
+    })
+    write_particles_star(result.star_path, optics, particles)
+    result.n_particles = len(particles)
+    return result
+
+
+def write_particles_star(path: str | os.PathLike[str], optics: pd.DataFrame, particles: pd.DataFrame) -> Path:
+    """Write a RELION 3.1+ particles file (``data_optics`` then ``data_particles``) atomically."""
+    import starfile
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        starfile.write({"optics": optics, "particles": particles}, tmp)
+    return path
