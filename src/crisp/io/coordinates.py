@@ -939,6 +939,8 @@ def convert_coordinates(inputs: str | os.PathLike[str] | Iterable[str | os.PathL
     single_file = out.suffix.lower() in COORDINATE_SUFFIXES and not out.is_dir()
     if single_file:
         return [write_coordinates(picks, out, fmt, box_size=box_size)]
+    if fmt is None and out.suffix and not out.is_dir():
+        resolve_format(out)  # an unknown extension: refuse rather than make a folder of that name
     kind = resolve_format(out, fmt) if fmt is not None else "star"
     if kind not in WRITE_FORMATS:
         raise CrispError(f"cannot write the '{kind}' format", out)
