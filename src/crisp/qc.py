@@ -22,22 +22,52 @@ def _downsample(image: np.ndarray, factor: int) -> np.ndarray:
     return image[:ny, :nx].reshape(ny // factor, factor, nx // factor, factor).mean(axis=(1, 3))
 
 
+def _read_centres(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import starfile
+
+    if not path.is_file():
+        return np.empty(0), np.empty(0)
+    blocks = starfile.read(path, always_dict=True)
+    table = next(iter(blocks.values()), None) if blocks else None
+    if table is None or len(table) == 0:
+        return np.empty(0), np.empty(0)
+    return table["rlnCoordinateX"].to_numpy(float), table["rlnCoordinateY"].to_numpy(float)
+
+
+def _show(ax, image: np.ndarray, mask: np.ndarray | None, x: np.ndarray, y: np.ndarray, marker_size: float):
+    lo, hi = np.percentile(image, [1, 99])
+    ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+    if mask is not None and mask.max() > 0:
+        ax.contour(mask, levels=[0.5], colors=["#00e5ff"], linewidths=0.8)
+    inside = (x > -0.5) & (x < image.shape[1] - 0.5) & (y > -0.5) & (y < image.shape[0] - 0.5)
+    ax.plot(x[inside], y[inside], "+", color="#ff3d00", markersize=marker_size, markeredgewidth=0.9)
+    ax.set_xlim(-0.5, image.shape[1] - 0.5)
+    ax.set_ylim(image.shape[0] - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def labels_qc_figure(dataset_dir: str | os.PathLike[str], names: list[str], out_path: str | os.PathLike[str],
-                     display_px: int = 1024, columns: int = 2) -> Path | None:
+                     display_px: int = 768, zoom_px: int = 640) -> Path | None:
     """Draw the QC figure of ``names`` from a dataset folder and save it as PNG (atomically).
+
+    Each micrograph gets a row of two panels: the whole micrograph block-mean downsampled to at most
+    ``display_px`` pixels, and a crop of ``zoom_px`` pixels at full resolution from its centre
+    (outlined in yellow on the overview), where a person can judge whether each centre sits on a
+    particle. The row axis points down in both (row 0 at the top), as the array is stored.
 
     Parameters
     ----------
     dataset_dir
         A dataset folder (see :mod:`crisp.dataset`) holding micrographs, masks and coordinates.
     names
-        Micrograph stems to show, one panel each.
+        Micrograph stems to show, one row each.
     out_path
         PNG to write.
     display_px
-        Largest side of each panel after block-mean downsampling (pixels).
-    columns
-        Panels per row.
+        Largest side of the overview panel after downsampling (pixels).
+    zoom_px
+        Side of the full-resolution crop (pixels).
 
     Returns
     -------
@@ -48,6 +78,7 @@ def labels_qc_figure(dataset_dir: str | os.PathLike[str], names: list[str], out_
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     from crisp.atomic import atomic_path
     from crisp.io.micrographs import read_micrograph
@@ -55,40 +86,28 @@ def labels_qc_figure(dataset_dir: str | os.PathLike[str], names: list[str], out_
     if not names:
         return None
     folder = DatasetFolder(Path(dataset_dir))
-    columns = max(1, min(columns, len(names)))
-    rows = int(np.ceil(len(names) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 6 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    for ax, name in zip(axes.ravel(), names, strict=False):
+    fig, axes = plt.subplots(len(names), 2, figsize=(12, 6 * len(names)), squeeze=False)
+    for (ax_all, ax_zoom), name in zip(axes, names, strict=True):
         image = read_micrograph(folder.micrograph(name)).data
+        mask = read_micrograph(folder.mask(name)).data if folder.mask(name).is_file() else None
+        x, y = _read_centres(folder.coordinates(name))
         factor = max(1, int(np.ceil(max(image.shape) / display_px)))
-        small = _downsample(image, factor)
-        lo, hi = np.percentile(small, [1, 99])
-        ax.imshow(small, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-        n_centres = 0
-        if folder.mask(name).is_file():
-            mask = _downsample(read_micrograph(folder.mask(name)).data, factor)
-            if mask.max() > 0:
-                ax.contour(mask, levels=[0.5], colors=["#00e5ff"], linewidths=0.8)
-        if folder.coordinates(name).is_file():
-            import starfile
-
-            table = starfile.read(folder.coordinates(name), always_dict=True)
-            table = next(iter(table.values()), None) if table else None
-            if table is not None and len(table):
-                # pixel centres map to (c + 0.5) / factor - 0.5 in the block-mean image
-                x = (table["rlnCoordinateX"].to_numpy(float) + 0.5) / factor - 0.5
-                y = (table["rlnCoordinateY"].to_numpy(float) + 0.5) / factor - 0.5
-                ax.plot(x, y, "+", color="#ff3d00", markersize=5, markeredgewidth=0.8)
-                n_centres = len(table)
-        ax.set_title(f"{name}  ({n_centres} centres, shown 1:{factor})", fontsize=9)
-        ax.set_xlim(-0.5, small.shape[1] - 0.5)
-        ax.set_ylim(small.shape[0] - 0.5, -0.5)
-    fig.suptitle("mask outline (cyan) and centres (red +): centres should sit on particles", fontsize=10)
+        # a pixel centre c maps to (c + 0.5) / factor - 0.5 in the block-mean image
+        _show(ax_all, _downsample(image, factor), None if mask is None else _downsample(mask, factor),
+              (x + 0.5) / factor - 0.5, (y + 0.5) / factor - 0.5, marker_size=3)
+        ax_all.set_title(f"{name}: {len(x)} centres, shown 1:{factor}", fontsize=9)
+        ny, nx = image.shape
+        h, w = min(zoom_px, ny), min(zoom_px, nx)
+        r0, c0 = (ny - h) // 2, (nx - w) // 2
+        ax_all.add_patch(Rectangle(((c0 + 0.5) / factor - 0.5, (r0 + 0.5) / factor - 0.5), w / factor,
+                                   h / factor, fill=False, edgecolor="yellow", linewidth=1))
+        _show(ax_zoom, image[r0:r0 + h, c0:c0 + w], None if mask is None else mask[r0:r0 + h, c0:c0 + w],
+              x - c0, y - r0, marker_size=8)
+        ax_zoom.set_title(f"full resolution, rows {r0}-{r0 + h - 1}, columns {c0}-{c0 + w - 1}", fontsize=9)
+    fig.suptitle("mask outline (cyan) and centres (red +): each centre should sit on a particle", fontsize=10)
     fig.tight_layout()
     out = Path(out_path)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=100)
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
     return out
