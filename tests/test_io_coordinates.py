@@ -139,7 +139,7 @@ def test_star_30_round_trip(tmp_path):
     picks["rlnClassNumber"] = 1
     path = write_coordinates(picks, tmp_path / "picks.star")
     text = path.read_text()
-    assert "data_\n" in text and "data_optics" not in text
+    assert "# version 30001\n\ndata_\n" in text and "data_optics" not in text
     back = read_coordinates(path)
     _same(back, picks, ("rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY",
                         "rlnAutopickFigureOfMerit", "rlnAnglePsi", "rlnClassNumber"))
@@ -151,6 +151,8 @@ def test_star_31_round_trip_with_optics(tmp_path):
     optics = {"rlnVoltage": 300.0, "rlnSphericalAberration": 2.7, "rlnAmplitudeContrast": 0.1,
               "rlnMicrographPixelSize": 0.885}
     path = write_coordinates(picks, tmp_path / "p.star", optics=optics)
+    text = path.read_text()
+    assert "# version 30001\n\ndata_optics\n" in text and "# version 30001\n\ndata_particles\n" in text
     blocks = starfile.read(path, always_dict=True)
     assert list(blocks) == ["optics", "particles"]
     assert blocks["optics"]["rlnOpticsGroupName"].tolist() == ["opticsGroup1"]
@@ -208,7 +210,7 @@ def test_autopick_layout_round_trip(tmp_path):
             "MotionCorr/job002/Movies/mic_003.mrc"]
     index = write_autopick(picks, tmp_path / "AutoPick", micrograph_paths=mics)
     assert index == tmp_path / "AutoPick" / "autopick.star"
-    assert "data_coordinate_files" in index.read_text()
+    assert "# version 30001\n\ndata_coordinate_files\n" in index.read_text()
     table = starfile.read(index)
     assert table["rlnMicrographName"].tolist() == mics
     assert table["rlnMicrographCoordinates"].tolist() == [

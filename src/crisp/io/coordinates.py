@@ -54,6 +54,7 @@ DIAMETER = "rlnDiameter"
 COORDS_FILE = "rlnMicrographCoordinates"
 OPTICS_GROUP = "rlnOpticsGroup"
 OPTICS_GROUP_NAME = "rlnOpticsGroupName"
+RELION_STAR_VERSION = 30001
 
 FORMAT_SUFFIXES = {"star": (".star",), "box": (".box",), "txt": (".txt", ".tsv"), "csv": (".csv",),
                    "cs": (".cs",)}
@@ -333,7 +334,8 @@ def _read_cs(path: Path, micrograph_name: str | None, ny: int | None, flip: bool
     try:
         cs = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise CrispError(f"not a readable cryoSPARC .cs file ({err})", path) from None
+        raise CrispError(f"not a readable cryoSPARC .cs file ({err}); CRISP reads .cs files in numpy "
+                         "format, as cryoSPARC exports them", path) from None
     names = cs.dtype.names or ()
     required = ("location/center_x_frac", "location/center_y_frac", "location/micrograph_shape")
     missing = [f for f in required if f not in names]
@@ -503,9 +505,21 @@ def _positive_size(value, what: str, path: Path) -> float:
     return value
 
 
-def _write_star(df: pd.DataFrame, path: Path, optics) -> None:
+def _write_star_file(data, path: Path) -> None:
+    """Write STAR blocks atomically with :mod:`starfile`, each headed by ``# version 30001`` as RELION
+    3.1+ writes them (RELION reads the version to tell 3.1 files from 3.0 ones)."""
     import starfile
 
+    with atomic_path(path) as tmp:
+        starfile.write(data, tmp)
+        lines = tmp.read_text(encoding="utf-8").split("\n")
+        for i, line in enumerate(lines):
+            if line.startswith("data_") and (i == 0 or not lines[i - 1].strip()):
+                lines[i] = f"# version {RELION_STAR_VERSION}\n\n{line}"
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _write_star(df: pd.DataFrame, path: Path, optics) -> None:
     particles = df.reset_index(drop=True)
     if optics is None:
         data = particles
@@ -528,8 +542,7 @@ def _write_star(df: pd.DataFrame, path: Path, optics) -> None:
                              path)
         particles = particles.drop(columns=[c for c in table.columns if c != OPTICS_GROUP], errors="ignore")
         data = {"optics": table, "particles": particles}
-    with atomic_path(path) as tmp:
-        starfile.write(data, tmp)
+    _write_star_file(data, path)
 
 
 def _write_box(df: pd.DataFrame, path: Path, box_size) -> None:
@@ -655,7 +668,6 @@ def write_autopick(df: pd.DataFrame, out_dir: str | os.PathLike[str], *, suffix:
     Path
         The index file.
     """
-    import starfile
 
     out = Path(out_dir)
     df = _finish(df, out, None)
@@ -680,13 +692,11 @@ def write_autopick(df: pd.DataFrame, out_dir: str | os.PathLike[str], *, suffix:
             table = picks.assign(**({} if FOM in picks.columns else {FOM: -999.0}))
             table = table[[c for c in columns if c in table.columns]].reset_index(drop=True)
         target = out / f"{stem}{suffix}"
-        with atomic_path(target) as tmp:
-            starfile.write(table, tmp)
+        _write_star_file(table, target)
         index_rows.append({NAME: names[stem], COORDS_FILE: str(target)})
     index = pd.DataFrame(index_rows, columns=[NAME, COORDS_FILE])
     index_path = out / "autopick.star"
-    with atomic_path(index_path) as tmp:
-        starfile.write({"coordinate_files": index}, tmp)
+    _write_star_file({"coordinate_files": index}, index_path)
     return index_path
 
 
