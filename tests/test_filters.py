@@ -10,6 +10,15 @@ from crisp.models import filters as fl
 from crisp.models.crf import normalise_guide
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: thread start-up and contention on the shared CI cores cost more than they give."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _blob_micrograph(height: int, width: int, seed: int = 0) -> torch.Tensor:
     """A noisy micrograph-like guide: dark disks (particles) on a flat background, [1, 1, H, W]."""
     gen = torch.Generator().manual_seed(seed)

@@ -297,9 +297,7 @@ class DenseCRF(nn.Module):
         features (``kind="cd-crf"``).
         """
         if logits.dim() != 4 or logits.shape[1] != self.num_classes:
-            raise CrispError(
-                f"CRF expects logits [B, {self.num_classes}, H, W], got {tuple(logits.shape)}"
-            )
+            raise CrispError(f"CRF expects logits [B, {self.num_classes}, H, W], got {tuple(logits.shape)}")
         if guide.dim() != 4 or guide.shape[0] != logits.shape[0] or guide.shape[-2:] != logits.shape[-2:]:
             raise CrispError(
                 f"CRF guide must be [B, F, H, W] matching logits {tuple(logits.shape)}, "
