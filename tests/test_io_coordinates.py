@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import starfile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from crisp.errors import CrispError
 from crisp.io.coordinates import (
@@ -506,3 +508,21 @@ def test_real_coordinates_and_images_match(real_data_dir):
     match = match_coordinates(real_data_dir / "images", real_data_dir / "coordinates")
     assert len(match.pairs) == 10 and not match.micrographs_without and not match.coordinates_without
     assert counts["Falcon_2012_06_12-14_33_35_0"] == 629
+
+
+# ------------------------------------------------------------------------------------ properties
+_positions = st.lists(st.tuples(st.integers(0, 8_000_000), st.integers(0, 8_000_000)), min_size=1,
+                      max_size=30)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(positions=_positions, box=st.integers(2, 400))
+def test_text_formats_round_trip_any_positions(tmp_path, positions, box):
+    # positions on a 1/1000 pixel grid: every format keeps three decimals
+    xy = np.asarray(positions, dtype=float) / 1000
+    picks = _picks(("mic_001",), n=len(xy)).assign(rlnCoordinateX=xy[:, 0], rlnCoordinateY=xy[:, 1])
+    for name in ("p.star", "p.box", "p.txt", "p.csv"):
+        back = read_coordinates(write_coordinates(picks, tmp_path / name, box_size=box),
+                                micrograph_name="mic_001")
+        np.testing.assert_allclose(back[["rlnCoordinateX", "rlnCoordinateY"]], xy, atol=1e-6)
+    np.testing.assert_allclose(flip_y(flip_y(picks, 4096), 4096)["rlnCoordinateY"], xy[:, 1], atol=1e-9)
