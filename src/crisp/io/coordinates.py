@@ -505,13 +505,19 @@ def _positive_size(value, what: str, path: Path) -> float:
     return value
 
 
-def _write_star_file(data, path: Path) -> None:
-    """Write STAR blocks atomically with :mod:`starfile`, each headed by ``# version 30001`` as RELION
-    3.1+ writes them (RELION reads the version to tell 3.1 files from 3.0 ones)."""
+def _write_star_file(data, path: Path, version: bool = True) -> None:
+    """Write STAR blocks atomically with :mod:`starfile`.
+
+    With ``version``, each block is headed by ``# version 30001`` as RELION 3.1+ writes them. RELION
+    reads that line to tell 3.1 files from 3.0 ones (a particle file without an optics block and
+    without the line is converted as a 3.0 file), so 3.0-style single tables are written without it.
+    """
     import starfile
 
     with atomic_path(path) as tmp:
         starfile.write(data, tmp)
+        if not version:
+            return
         lines = tmp.read_text(encoding="utf-8").split("\n")
         for i, line in enumerate(lines):
             if line.startswith("data_") and (i == 0 or not lines[i - 1].strip()):
@@ -522,27 +528,26 @@ def _write_star_file(data, path: Path) -> None:
 def _write_star(df: pd.DataFrame, path: Path, optics) -> None:
     particles = df.reset_index(drop=True)
     if optics is None:
-        data = particles
-    else:
-        table = pd.DataFrame([dict(optics)]) if isinstance(optics, Mapping) else pd.DataFrame(optics).copy()
-        if table.empty:
-            raise CrispError("the optics table is empty", path)
-        if OPTICS_GROUP not in table.columns:
-            table.insert(0, OPTICS_GROUP, np.arange(1, len(table) + 1))
-        if OPTICS_GROUP_NAME not in table.columns:
-            table.insert(0, OPTICS_GROUP_NAME, [f"opticsGroup{int(g)}" for g in table[OPTICS_GROUP]])
-        if OPTICS_GROUP not in particles.columns:
-            if len(table) != 1:
-                raise CrispError(f"picks have no {OPTICS_GROUP} column but {len(table)} optics groups were "
-                                 "given", path)
-            particles = particles.assign(**{OPTICS_GROUP: table[OPTICS_GROUP].iloc[0]})
-        missing = set(particles[OPTICS_GROUP]) - set(table[OPTICS_GROUP])
-        if missing:
-            raise CrispError(f"picks refer to optics group(s) {sorted(missing)} absent from the optics table",
-                             path)
-        particles = particles.drop(columns=[c for c in table.columns if c != OPTICS_GROUP], errors="ignore")
-        data = {"optics": table, "particles": particles}
-    _write_star_file(data, path)
+        _write_star_file(particles, path, version=False)
+        return
+    table = pd.DataFrame([dict(optics)]) if isinstance(optics, Mapping) else pd.DataFrame(optics).copy()
+    if table.empty:
+        raise CrispError("the optics table is empty", path)
+    if OPTICS_GROUP not in table.columns:
+        table.insert(0, OPTICS_GROUP, np.arange(1, len(table) + 1))
+    if OPTICS_GROUP_NAME not in table.columns:
+        table.insert(0, OPTICS_GROUP_NAME, [f"opticsGroup{int(g)}" for g in table[OPTICS_GROUP]])
+    if OPTICS_GROUP not in particles.columns:
+        if len(table) != 1:
+            raise CrispError(f"picks have no {OPTICS_GROUP} column but {len(table)} optics groups were "
+                             "given", path)
+        particles = particles.assign(**{OPTICS_GROUP: table[OPTICS_GROUP].iloc[0]})
+    missing = set(particles[OPTICS_GROUP]) - set(table[OPTICS_GROUP])
+    if missing:
+        raise CrispError(f"picks refer to optics group(s) {sorted(missing)} absent from the optics table",
+                         path)
+    particles = particles.drop(columns=[c for c in table.columns if c != OPTICS_GROUP], errors="ignore")
+    _write_star_file({"optics": table, "particles": particles}, path)
 
 
 def _write_box(df: pd.DataFrame, path: Path, box_size) -> None:
@@ -598,7 +603,8 @@ def write_coordinates(df: pd.DataFrame, path: str | os.PathLike[str], fmt: str |
         For ``.star``: a dict (one optics group) or a DataFrame (one row per group) of RELION optics
         values (``rlnVoltage``, ``rlnSphericalAberration``, ``rlnAmplitudeContrast``,
         ``rlnMicrographPixelSize``, ...). Given: a RELION 3.1+ file with ``data_optics`` and
-        ``data_particles``; otherwise a RELION 3.0 single table.
+        ``data_particles``, each headed by ``# version 30001``; otherwise a RELION 3.0 single table
+        (no version line, so RELION converts it as a 3.0 file).
 
     Returns
     -------
