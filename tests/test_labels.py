@@ -349,3 +349,73 @@ def test_cli_labels_no_pairs_and_outside_coordinates(tmp_path, capsys):
     assert _run(["labels", "-m", str(mics), "-c", str(coords), "-o", str(tmp_path / "ds3"), "--radius", "6",
                  "--no-progress"]) == 0
     assert "1 of 2 coordinates fall outside" in capsys.readouterr().out
+
+
+def test_reproject_labels_match_simulator_masks(tmp_path):
+    """Simulated micrograph with known poses: reprojected labels against the simulator's own masks."""
+    import starfile
+
+    from crisp.cli import main
+    from crisp.io.micrographs import read_micrograph, write_mrc
+    from crisp.simulate import load_reference, make_config, simulate_dataset
+
+    config = make_config("small", count=1, width_px=320, height_px=320, particles=(8, 8), seed=5)
+    sim_dir = tmp_path / "sim"
+    (name,) = simulate_dataset(sim_dir, config, progress=False)
+    reference = load_reference(config)
+    write_mrc(tmp_path / "map.mrc", reference.volume, pixel_size=config.pixel_size)
+    truth = starfile.read(sim_dir / "coordinates" / f"{name}.star")
+    # a RELION 3.1 refinement: coordinates off by a few pixels, corrected by the origins (Å)
+    rng = np.random.default_rng(0)
+    shift = rng.integers(-4, 5, size=(len(truth), 2)).astype(float)
+    particles = pd.DataFrame({
+        "rlnMicrographName": [f"MotionCorr/job003/{name}.mrc"] * len(truth),
+        "rlnCoordinateX": truth["rlnCoordinateX"] + shift[:, 0],
+        "rlnCoordinateY": truth["rlnCoordinateY"] + shift[:, 1],
+        "rlnAngleRot": truth["rlnAngleRot"], "rlnAngleTilt": truth["rlnAngleTilt"],
+        "rlnAnglePsi": truth["rlnAnglePsi"],
+        "rlnOriginXAngst": shift[:, 0] * config.pixel_size,
+        "rlnOriginYAngst": shift[:, 1] * config.pixel_size,
+        "rlnOpticsGroup": 1})
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnMicrographPixelSize": [config.pixel_size],
+                           "rlnImagePixelSize": [config.pixel_size]})
+    starfile.write({"optics": optics, "particles": particles}, tmp_path / "run_data.star")
+    out = tmp_path / "labels"
+    assert main(["labels", "-m", str(sim_dir / "micrographs"), "-o", str(out), "--method", "reproject",
+                 "--particles", str(tmp_path / "run_data.star"), "--mask3d", str(tmp_path / "map.mrc"),
+                 "--qc-count", "1", "--no-progress"]) == 0
+    mask = read_micrograph(out / "masks" / f"{name}.mrc").data
+    expected = read_micrograph(sim_dir / "masks" / f"{name}.mrc").data
+    assert iou(mask, expected) >= 0.9
+    centres = starfile.read(out / "coordinates" / f"{name}.star")
+    np.testing.assert_allclose(centres["rlnCoordinateX"], truth["rlnCoordinateX"], atol=1e-6)
+    np.testing.assert_allclose(centres["rlnCoordinateY"], truth["rlnCoordinateY"], atol=1e-6)
+    # the transposed rotation (a common convention slip) is visibly wrong
+    particles["rlnAngleRot"], particles["rlnAnglePsi"] = -truth["rlnAnglePsi"], -truth["rlnAngleRot"]
+    particles["rlnAngleTilt"] = -truth["rlnAngleTilt"]
+    starfile.write({"optics": optics, "particles": particles}, tmp_path / "run_data.star", overwrite=True)
+    out2 = tmp_path / "labels_wrong"
+    assert main(["labels", "-m", str(sim_dir / "micrographs"), "-o", str(out2), "--method", "reproject",
+                 "--particles", str(tmp_path / "run_data.star"), "--mask3d", str(tmp_path / "map.mrc"),
+                 "--qc-count", "0", "--no-progress"]) == 0
+    assert iou(read_micrograph(out2 / "masks" / f"{name}.mrc").data, expected) < 0.8
+
+
+def test_mask_or_map_detection(tmp_path):
+    from crisp.io.micrographs import write_mrc
+    from crisp.labels import read_volume
+
+    n = 32
+    r = np.sqrt(((np.mgrid[:n, :n, :n] - n // 2) ** 2).sum(axis=0))
+    soft_mask = np.clip((12 - r) / 3, 0, 1).astype(np.float32)           # RELION-style soft edge
+    density = np.exp(-(r / 6) ** 2).astype(np.float32)                     # a map, peak 1
+    write_mrc(tmp_path / "mask.mrc", soft_mask, pixel_size=2.0)
+    write_mrc(tmp_path / "map.mrc", density * 3.0, pixel_size=2.0)
+    write_mrc(tmp_path / "map1.mrc", density, pixel_size=2.0)
+    assert read_volume(tmp_path / "mask.mrc").is_mask
+    assert read_volume(tmp_path / "mask.mrc").voxel_size == pytest.approx(2.0)
+    assert not read_volume(tmp_path / "map.mrc").is_mask
+    assert not read_volume(tmp_path / "map1.mrc").is_mask
+    write_mrc(tmp_path / "flat.mrc", np.zeros((4, 5, 5), np.float32))
+    with pytest.raises(CrispError, match="cubic"):
+        read_volume(tmp_path / "flat.mrc")

@@ -16,7 +16,6 @@ Conventions (RELION, checked against a brute-force projection in ``tests/test_la
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +55,7 @@ class Volume3D:
 
 
 def read_volume(path: str | os.PathLike[str]) -> Volume3D:
-    """Read a cubic 3D MRC; decide whether it is a mask (values in [0, 1], mostly 0 or 1) or a map."""
+    """Read a cubic 3D MRC and decide whether it is a mask or a map (see :func:`looks_like_mask`)."""
     path = Path(path)
     if not path.is_file():
         raise CrispError("file not found", path)
@@ -72,19 +71,27 @@ def read_volume(path: str | os.PathLike[str]) -> Volume3D:
         raise CrispError(f"expected a cubic 3D volume, found shape {data.shape}", path)
     if not np.all(np.isfinite(data)) or float(data.max()) <= 0:
         raise CrispError("volume has non-finite values or no positive density", path)
-    in_unit = data.min() >= -1e-3 and data.max() <= 1 + 1e-3
-    binary_fraction = float(np.mean((np.abs(data) < 1e-3) | (np.abs(data - 1) < 1e-3)))
-    return Volume3D(data=data, voxel_size=voxel if voxel > 0 else None,
-                    is_mask=bool(in_unit and binary_fraction >= 0.5), path=path)
+    return Volume3D(data=data, voxel_size=voxel if voxel > 0 else None, is_mask=looks_like_mask(data),
+                    path=path)
+
+
+def looks_like_mask(data: np.ndarray) -> bool:
+    """True for a (soft-edged) mask: values in [0, 1] with a maximum of 1, and at least 30 % of the
+    voxels above 0.01 at 1 (a density map has few voxels near its maximum)."""
+    if data.min() < -1e-3 or abs(float(data.max()) - 1.0) > 1e-3:
+        return False
+    inside = data > 0.01
+    return bool(np.count_nonzero(data > 0.99) >= 0.3 * np.count_nonzero(inside))
 
 
 def _import_aspire():
-    """Import ASPIRE lazily and restore the exception hook it replaces."""
-    hook = sys.excepthook
+    """Import ASPIRE lazily, without its side effects (see :mod:`crisp._aspire`)."""
+    from crisp._aspire import import_aspire
+
+    import_aspire()
     from aspire.utils import Rotation
     from aspire.volume import Volume
 
-    sys.excepthook = hook
     return Volume, Rotation
 
 
