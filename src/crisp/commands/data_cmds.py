@@ -1,9 +1,162 @@
-"""CLI verbs of the data area (see crisp.cli)."""
+"""CLI verbs of the data area: ``crisp simulate``, ``crisp preprocess``, ``crisp split`` (see crisp.cli).
+
+Heavy modules (aspire, scipy's FFT users) are imported inside the verbs so ``crisp --help`` is fast.
+"""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import typer
+
+from crisp.errors import CrispError
+
+_NUMBER = r"([-+]?[0-9.]+(?:[eE][-+]?\d+)?)"
+_RANGE = re.compile(rf"^\s*{_NUMBER}\s*(?:(?:-|:|,|\.\.)\s*{_NUMBER})?\s*$")
+
+
+def parse_range(text: str | None, option: str, integer: bool = False) -> tuple[float, float] | None:
+    """Parse ``"150"`` or ``"100-300"`` (also ``100:300``, ``100,300``) into (min, max)."""
+    if text is None:
+        return None
+    m = _RANGE.match(text)
+    if not m:
+        raise CrispError(f"{option}: expected a number or a range like 100-300 (got '{text}')")
+    cast = int if integer else float
+    try:
+        lo = cast(m.group(1))
+        hi = cast(m.group(2)) if m.group(2) is not None else lo
+    except ValueError:
+        raise CrispError(f"{option}: expected {'whole ' if integer else ''}numbers (got '{text}')") from None
+    return (lo, hi)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's verbs to app."""
+
+    @app.command("simulate")
+    def simulate_cmd(
+        out: Path = typer.Option(..., "-o", "--out", help="Output dataset folder."),
+        preset: str = typer.Option("small", "--preset",
+                                   help="small (24 x 512^2 at 3.54 Å/px, seconds) or paper "
+                                   "(84 x 4096^2 at 1.77 Å/px, 150 particles, SNR 0.005)."),
+        config: Path | None = typer.Option(None, "--config", help="YAML of SimulationConfig values; "
+                                           "options given here override it."),
+        map_path: Path | None = typer.Option(None, "--map", help="Density map (MRC); default: the "
+                                             "bundled 4JSV map."),
+        phantom: str | None = typer.Option(None, "--phantom", help="ASPIRE Gaussian-blob phantom "
+                                           "instead of a map: cN, dN, t, o, i, asym, legacy."),
+        map_pixel_size: float | None = typer.Option(None, "--map-pixel-size", help="Voxel size of "
+                                                    "--map in Å (overrides its header)."),
+        size: int | None = typer.Option(None, "--size", help="Square micrograph size in pixels."),
+        width: int | None = typer.Option(None, "--width", help="Micrograph width (x) in pixels."),
+        height: int | None = typer.Option(None, "--height", help="Micrograph height (y) in pixels."),
+        pixel_size: float | None = typer.Option(None, "--pixel-size", help="Å per pixel."),
+        count: int | None = typer.Option(None, "--count", help="Number of micrographs."),
+        particles: str | None = typer.Option(None, "--particles", help="Particles per micrograph: "
+                                             "N or MIN-MAX."),
+        diameter: float | None = typer.Option(None, "--diameter-A", help="Particle diameter in Å "
+                                              "for placement (default: measured from the map)."),
+        max_overlap: float | None = typer.Option(None, "--max-overlap", help="Largest overlap of two "
+                                                 "particles' circles, fraction of a diameter (0.1)."),
+        snr: float | None = typer.Option(None, "--snr", help="var(clean CTF'd) / var(noise)."),
+        voltage: float | None = typer.Option(None, "--voltage", help="kV (300)."),
+        cs: float | None = typer.Option(None, "--cs", help="Spherical aberration, mm (2.7)."),
+        amplitude_contrast: float | None = typer.Option(None, "--amplitude-contrast",
+                                                        help="Fraction in [0, 1) (0.1)."),
+        defocus: str | None = typer.Option(None, "--defocus", help="Defocus in Å: D or MIN-MAX "
+                                           "(10000-25000)."),
+        astigmatism: str | None = typer.Option(None, "--astigmatism", help="DefocusU - DefocusV in "
+                                               "Å: A or MIN-MAX (0)."),
+        defocus_file: Path | None = typer.Option(None, "--defocus-file", help="STAR file of real "
+                                                 "defocus values to draw from."),
+        defocus_column: str | None = typer.Option(None, "--defocus-column",
+                                                  help="Column of --defocus-file (rlnDefocusU)."),
+        threshold: str | None = typer.Option(None, "--threshold", help="Label threshold: li, otsu, "
+                                             "yen, triangle, isodata, mean, minimum."),
+        save_clean: bool | None = typer.Option(None, "--save-clean/--no-save-clean",
+                                               help="Also write the noise-free micrographs."),
+        seed: int | None = typer.Option(None, "--seed", help="Master seed (0)."),
+        prefix: str | None = typer.Option(None, "--prefix", help="Micrograph name prefix (synth)."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ) -> None:
+        """Simulate micrographs with pixel-level labels and true coordinates (a dataset folder)."""
+        from crisp.config import read_yaml
+        from crisp.simulate import make_config, simulate_dataset
+
+        values: dict = {}
+        if config is not None:
+            values.update(read_yaml(config))
+            preset = values.pop("preset", preset) or preset
+        if size is not None:
+            width = width if width is not None else size
+            height = height if height is not None else size
+        options = {
+            "map": None if map_path is None else str(map_path), "phantom": phantom,
+            "map_pixel_size": map_pixel_size, "width_px": width, "height_px": height,
+            "pixel_size": pixel_size, "count": count,
+            "particles": parse_range(particles, "--particles", integer=True),
+            "particle_diameter_A": diameter, "max_overlap": max_overlap, "snr": snr,
+            "voltage_kV": voltage, "cs_mm": cs, "amplitude_contrast": amplitude_contrast,
+            "defocus_A": parse_range(defocus, "--defocus"),
+            "astigmatism_A": parse_range(astigmatism, "--astigmatism"),
+            "defocus_file": None if defocus_file is None else str(defocus_file),
+            "defocus_column": defocus_column, "threshold": threshold, "save_clean": save_clean,
+            "seed": seed, "prefix": prefix,
+        }
+        values.update({k: v for k, v in options.items() if v is not None})
+        cfg = make_config(preset, **values)
+        names = simulate_dataset(out, cfg, progress=not quiet)
+        typer.echo(f"{len(names)} micrographs in {out} ({cfg.width_px} x {cfg.height_px} px, "
+                   f"{cfg.pixel_size} Å/px, seed {cfg.seed})")
+
+    @app.command("preprocess")
+    def preprocess_cmd(
+        inputs: list[Path] = typer.Argument(..., help="Micrographs (MRC/TIFF/PNG/JPG) or folders of .mrc."),
+        out: Path = typer.Option(..., "-o", "--out", help="Output folder (float32 MRC per micrograph)."),
+        bin_factor: float = typer.Option(1.0, "--bin", help="Fourier binning factor >= 1 (non-integer "
+                                         "allowed)."),
+        normalize: str = typer.Option("gmm", "--normalize", help="gmm (Topaz-style), zscore or none."),
+        lowpass_A: float | None = typer.Option(None, "--lowpass-A", help="Gaussian low-pass: transfer "
+                                               "0.5 at this resolution (Å)."),
+        pixel_size: float | None = typer.Option(None, "--pixel-size", help="Å per pixel of the inputs "
+                                                "(overrides the header)."),
+        coords: Path | None = typer.Option(None, "--coords", help="Folder of NAME.star coordinates to "
+                                           "scale to the binned micrographs (into OUT/coordinates/)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the GMM pixel subsample."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ) -> None:
+        """Bin (Fourier crop), low-pass and normalise micrographs."""
+        from crisp.config import validate_config
+        from crisp.preprocess import PreprocessConfig, preprocess_files
+
+        cfg = validate_config(PreprocessConfig, {"bin": bin_factor, "normalize": normalize,
+                                                 "lowpass_A": lowpass_A, "pixel_size": pixel_size,
+                                                 "seed": seed})
+        written = preprocess_files(inputs, out, cfg, coords_dir=coords, progress=not quiet)
+        typer.echo(f"{len(written)} micrographs in {out}")
+
+    @app.command("split")
+    def split_cmd(
+        dataset: Path = typer.Argument(..., help="Dataset folder (with micrographs/)."),
+        train: int = typer.Option(16, "--train", help="Training micrographs (16)."),
+        val: int = typer.Option(6, "--val", help="Validation micrographs (6)."),
+        test: int | None = typer.Option(None, "--test", help="Test micrographs (default: the rest)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the shuffle."),
+        force: bool = typer.Option(False, "--force", help="Replace an existing, different split.yaml."),
+    ) -> None:
+        """Write DATASET/split.yaml: a fixed, seeded train / val / test partition."""
+        from crisp.dataset import DatasetFolder, make_split, read_split, write_split
+
+        folder = DatasetFolder.open(dataset)
+        split = make_split(folder.names(), train, val, seed=seed, n_test=test)
+        if folder.split_file.exists() and not force:
+            if read_split(folder.split_file) == split:
+                typer.echo(f"{folder.split_file} already holds this split")
+                return
+            raise CrispError("a different split already exists; pass --force to replace it",
+                             folder.split_file)
+        write_split(folder.split_file, split)
+        typer.echo(f"{folder.split_file}: {len(split.train)} train, {len(split.val)} val, "
+                   f"{len(split.test)} test (seed {seed})")
