@@ -55,6 +55,9 @@ def test_box_map_hand_computed():
     assert out["recall"] == pytest.approx(1.0)
     assert out["F1"] == pytest.approx(6 / 7)
     assert len(IOU_THRESHOLDS) == 10
+    # F1 at IoU 0.5 after each rank: 1/2, 4/5, 2/3, 6/7 -> the best keeps all (score >= 0.6)
+    assert out["best_threshold"] == pytest.approx(0.6)
+    assert out["best_F1"] == pytest.approx(6 / 7)
 
 
 def test_box_map_one_truth_per_pick_and_per_micrograph():

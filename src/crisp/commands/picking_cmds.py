@@ -1,9 +1,194 @@
-"""CLI verbs of the picking area (see crisp.cli)."""
+"""CLI verbs of the picking area: tune-picker, pick, extract (see crisp.cli)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from crisp.errors import CrispError
+
+
+def _dataset_diameter(root: Path) -> float | None:
+    """``diameter_px`` from DATASET/simulation.yaml or labels.yaml (top level, then nested)."""
+    from crisp.config import read_yaml
+
+    def search(node):
+        if isinstance(node, dict):
+            if node.get("diameter_px") is not None:
+                return node["diameter_px"]
+            for value in node.values():
+                found = search(value)
+                if found is not None:
+                    return found
+        return None
+
+    for name in ("simulation.yaml", "labels.yaml"):
+        if (root / name).is_file():
+            found = search(read_yaml(root / name))
+            if found is not None:
+                return float(found)
+    return None
+
+
+def _validation_maps(source: Path, names: list[str], micrographs: list[Path], subset: str) -> Path:
+    """Folder holding NAME.mrc maps for every name: SOURCE itself, a previous segmentation of the
+    run's subset, or a fresh one made with crisp.predict.segment_files."""
+    for folder in (source, source / "probabilities" / subset):
+        if folder.is_dir() and all((folder / f"{n}.mrc").is_file() for n in names):
+            return folder
+    if any((source / f"{n}.mrc").is_file() for n in names):
+        missing = [n for n in names if not (source / f"{n}.mrc").is_file()]
+        raise CrispError(f"probability maps missing for {len(missing)} {subset} micrograph(s): "
+                         f"{', '.join(missing[:5])}", source)
+    if not (source / "config.yaml").is_file():
+        raise CrispError(f"is neither a folder of probability maps of the dataset's {subset} micrographs "
+                         "(NAME.mrc) nor a training run directory (no config.yaml)", source)
+    try:
+        from crisp.predict import segment_files
+    except ImportError:
+        raise CrispError("is a training run but crisp.predict is not available to segment the "
+                         f"{subset} micrographs; segment them first and pass the maps folder",
+                         source) from None
+    out = source / "probabilities" / subset
+    typer.echo(f"segmenting {len(micrographs)} {subset} micrograph(s) into {out}")
+    segment_files(source, micrographs, out)
+    return out
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's verbs to app."""
+
+    @app.command("tune-picker")
+    def tune_picker_cmd(
+        source: Path = typer.Argument(..., help="Folder of probability maps NAME.mrc, or a training "
+                                      "run directory (maps of the subset made in SOURCE/probabilities/)."),
+        dataset: Path = typer.Argument(..., help="Dataset folder with coordinates/ and split.yaml."),
+        output: Path = typer.Option(..., "-o", "--output", help="picker.yaml to write (the table of every "
+                                    "setting tried goes beside it as <stem>_tuning.csv)."),
+        diameter: float = typer.Option(None, "--diameter", help="Particle diameter in pixels (default: "
+                                       "diameter_px of DATASET/simulation.yaml or labels.yaml)."),
+        subset: str = typer.Option("val", "--subset", help="Split subset to tune on: train, val or test."),
+        finders: str = typer.Option(None, "--finders", help="Comma-separated finders to try (default all)."),
+    ) -> None:
+        """Choose the centre finder and its parameters by box mAP on validation micrographs."""
+        import pandas as pd
+
+        from crisp.dataset import DatasetFolder, read_split
+        from crisp.io.coordinates import read_coordinates
+        from crisp.picking.files import read_map
+        from crisp.picking.tune import tune_picker, write_tuning
+
+        folder = DatasetFolder.open(dataset)
+        if not folder.split_file.is_file():
+            raise CrispError("no split.yaml: run `crisp split` first", folder.root)
+        names = read_split(folder.split_file).subset(subset)
+        if not names:
+            raise CrispError(f"the '{subset}' subset of the split is empty", folder.split_file)
+        if diameter is None:
+            diameter = _dataset_diameter(folder.root)
+            if diameter is None:
+                raise CrispError("no diameter_px in simulation.yaml or labels.yaml: give --diameter",
+                                 folder.root)
+        truth = []
+        for name in names:
+            path = folder.coordinates(name)
+            if not path.is_file():
+                raise CrispError(f"no true coordinates for {subset} micrograph '{name}'", path)
+            table = read_coordinates(path, micrograph_name=name)
+            table["rlnMicrographName"] = name
+            truth.append(table)
+        maps_dir = _validation_maps(source, names, [folder.micrograph(n) for n in names], subset)
+        prob_maps = {name: read_map(maps_dir / f"{name}.mrc") for name in names}
+        chosen = [f.strip() for f in finders.split(",") if f.strip()] if finders else None
+        config, table = tune_picker(prob_maps, pd.concat(truth, ignore_index=True), diameter, finders=chosen)
+        yaml_path, csv_path = write_tuning(config, table, output)
+        shown = table.drop(columns=["params"]).round(4)
+        typer.echo(shown.to_string(index=False))
+        typer.echo(f"best: {config.finder} {config.params} mAP {config.validation['mAP']:.4f}; "
+                   f"F1-maximising threshold {config.threshold}")
+        typer.echo(f"wrote {yaml_path} and {csv_path}")
+
+    @app.command("pick")
+    def pick_cmd(
+        prob_maps: Path = typer.Argument(..., help="Folder of probability maps NAME.mrc (or one map)."),
+        output: Path = typer.Option(..., "-o", "--output", help="PICKS_DIR: NAME_autopick.star files and "
+                                    "an autopick.star index (RELION 4/5 layout)."),
+        picker: Path = typer.Option(..., "--picker", help="picker.yaml from `crisp tune-picker`."),
+        threshold: float = typer.Option(None, "--threshold", help="Drop candidates scoring below it "
+                                        "(default: keep all; apply it later with `crisp extract`)."),
+        formats: str = typer.Option("star", "--format", help="Comma-separated: star, box, txt (Topaz), "
+                                    "csv (CryoPPP); star is always written."),
+        micrographs: Path = typer.Option(None, "--micrographs", help="Folder of the micrographs: their "
+                                         "paths become rlnMicrographName; map sizes are checked."),
+        box_size: float = typer.Option(None, "--box-size", help="Box size of .box files in pixels "
+                                       "(default: the particle diameter)."),
+    ) -> None:
+        """Pick particles in probability maps with a tuned picker."""
+        from crisp.picking.files import pick_files
+        from crisp.picking.tune import load_picker
+
+        config = load_picker(picker)
+        result = pick_files(prob_maps, output, config, threshold=threshold, formats=formats.split(","),
+                            micrographs=micrographs, box_size_px=box_size)
+        typer.echo(f"{result.n_picks} picks on {len(result.per_micrograph)} micrograph(s) "
+                   f"({result.skipped_existing} done before) with {config.finder}; index {result.index_path}")
+        if threshold is None and config.threshold is not None:
+            typer.echo(f"all candidates kept; the picker's F1-maximising threshold is {config.threshold:.4g} "
+                       "(`crisp extract` applies it by default)")
+
+    @app.command("extract")
+    def extract_cmd(
+        micrographs: Path = typer.Argument(..., help="Folder of micrographs (or one micrograph)."),
+        picks: Path = typer.Argument(..., help="PICKS_DIR from `crisp pick` (its autopick.star), an index "
+                                     "or coordinate STAR file, or a folder of coordinate files."),
+        output: Path = typer.Option(..., "-o", "--output", help="Folder for particles.star and Particles/."),
+        box: int = typer.Option(256, "--box", help="Box size in pixels of the micrograph (even)."),
+        bin_factor: int = typer.Option(1, "--bin", help="Binning of the extracted images (Fourier crop)."),
+        invert: bool = typer.Option(False, "--invert", help="Invert the contrast (white particles)."),
+        threshold: float = typer.Option(None, "--threshold", help="Keep picks scoring at least this "
+                                        "(default: PICKS_DIR/picker.yaml's threshold if present, else all)."),
+        pixel_size: float = typer.Option(None, "--pixel-size", help="Å per pixel (default: MRC header)."),
+        voltage: float = typer.Option(300.0, "--voltage", help="Acceleration voltage in kV."),
+        cs: float = typer.Option(2.7, "--cs", help="Spherical aberration in mm."),
+        amplitude_contrast: float = typer.Option(0.1, "--amplitude-contrast", help="Amplitude contrast."),
+    ) -> None:
+        """Extract particle images into .mrcs stacks with a RELION 3.1+ particles.star."""
+        from crisp.io.stacks import extract_particles
+
+        table, picker_yaml = _read_picks(picks)
+        if threshold is None and picker_yaml is not None:
+            from crisp.config import read_yaml
+
+            threshold = read_yaml(picker_yaml).get("threshold")
+            if threshold is not None:
+                typer.echo(f"threshold {threshold:.4g} from {picker_yaml} (give --threshold to change)")
+        result = extract_particles(micrographs, table, output, box, bin_factor=bin_factor, invert=invert,
+                                   threshold=threshold, pixel_size=pixel_size, voltage=voltage, cs=cs,
+                                   amplitude_contrast=amplitude_contrast)
+        typer.echo(f"{result.n_particles} particles from {len(result.per_micrograph)} micrograph(s) -> "
+                   f"{result.star_path}; skipped: {result.n_outside} boxes leaving the micrograph, "
+                   f"{result.n_below_threshold} below the threshold, {result.n_unmatched_picks} picks "
+                   "without a micrograph")
+
+
+def _read_picks(picks: Path):
+    """Picks table from a PICKS_DIR, an index, a coordinate file or a folder of coordinate files;
+    also the PICKS_DIR's picker.yaml when there is one."""
+    import pandas as pd
+
+    from crisp.io.coordinates import list_coordinate_files, read_autopick, read_coordinates
+
+    picker_yaml = None
+    if picks.is_dir():
+        picker_yaml = picks / "picker.yaml" if (picks / "picker.yaml").is_file() else None
+        if (picks / "autopick.star").is_file():
+            return read_autopick(picks / "autopick.star"), picker_yaml
+        files = list_coordinate_files(picks, expand_index=True)
+        return pd.concat([read_coordinates(f) for f in files], ignore_index=True), picker_yaml
+    if not picks.is_file():
+        raise CrispError("no such file or folder", picks)
+    head = picks.read_text(encoding="utf-8", errors="replace")[:4096]
+    if "_rlnMicrographCoordinates" in head:
+        return read_autopick(picks), picker_yaml
+    return read_coordinates(picks), picker_yaml

@@ -134,28 +134,23 @@ def box_map(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float,
     -------
     dict
         ``mAP`` (mean over thresholds), ``AP50``, ``AP75``, ``AP_per_threshold`` (dict threshold ->
-        AP), and at IoU 0.5 over all picks: ``precision``, ``recall``, ``F1``; plus ``n_picks``,
-        ``n_truth``.
+        AP), and at IoU 0.5 over all picks: ``precision``, ``recall``, ``F1``; the score threshold
+        maximising F1 at IoU 0.5 (``best_threshold``, ``best_F1``, ``best_precision``,
+        ``best_recall``, see :func:`best_f1_threshold`); ``n_picks``, ``n_truth``.
     """
     if diameter_px <= 0:
         raise ValueError(f"diameter_px must be positive (got {diameter_px})")
-    p_xy, _, p_mic, t_xy, t_mic, _ = _prepare(picks, truth, score_column)
+    p_xy, score, p_mic, t_xy, t_mic, _ = _prepare(picks, truth, score_column)
     n_truth = len(t_xy)
-    pi, ti, iou = _box_pairs(p_xy, p_mic, t_xy, t_mic, float(diameter_px), min(iou_thresholds))
-    per = {}
-    tp50 = None
-    for thr in iou_thresholds:
-        is_tp = _greedy_match(pi, ti, iou, len(p_xy), thr)
-        per[float(thr)] = average_precision(is_tp, n_truth)
-        if np.isclose(thr, 0.5):
-            tp50 = int(is_tp.sum())
-    if tp50 is None:
-        tp50 = int(_greedy_match(pi, ti, iou, len(p_xy), 0.5).sum())
-    precision, recall, f1 = _prf(tp50, len(p_xy), n_truth)
+    pi, ti, iou = _box_pairs(p_xy, p_mic, t_xy, t_mic, float(diameter_px), min(min(iou_thresholds), 0.5))
+    per = {float(thr): average_precision(_greedy_match(pi, ti, iou, len(p_xy), thr), n_truth)
+           for thr in iou_thresholds}
+    is_tp50 = _greedy_match(pi, ti, iou, len(p_xy), 0.5)
+    precision, recall, f1 = _prf(int(is_tp50.sum()), len(p_xy), n_truth)
     return {"mAP": float(np.mean(list(per.values()))) if per else 0.0,
             "AP50": per.get(0.5, float("nan")), "AP75": per.get(0.75, float("nan")),
             "AP_per_threshold": per, "precision": precision, "recall": recall, "F1": f1,
-            "n_picks": len(p_xy), "n_truth": n_truth}
+            **best_f1_threshold(is_tp50, score, n_truth), "n_picks": len(p_xy), "n_truth": n_truth}
 
 
 def radius_match(picks: pd.DataFrame, truth: pd.DataFrame, radius_px: float,

@@ -1,0 +1,176 @@
+"""Selection of the finder by box mAP, picking on files, and the tune-picker / pick / extract verbs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import starfile
+
+from crisp.cli import main
+from crisp.config import save_yaml
+from crisp.dataset import make_split, write_split
+from crisp.errors import CrispError
+from crisp.io.coordinates import read_autopick, read_coordinates, write_coordinates
+from crisp.io.micrographs import write_mrc
+from crisp.metrics.picking import box_map
+from crisp.picking.files import pick_files
+from crisp.picking.tune import PickerConfig, load_picker, pick_maps, tune_picker, write_tuning
+from test_picking_finders import DIAMETER, synthetic_map
+
+X, Y, S, M = "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit", "rlnMicrographName"
+NAMES = ["mic_a", "mic_b", "mic_c"]
+
+
+@pytest.fixture(scope="module")
+def maps_and_truth():
+    maps, frames = {}, []
+    for k, name in enumerate(NAMES):
+        prob, centres = synthetic_map(seed=k + 10, shape=(256, 320), n=12, n_pairs=1)
+        maps[name] = prob
+        frames.append(pd.DataFrame({M: f"{name}.mrc", X: centres[:, 0], Y: centres[:, 1]}))
+    return maps, pd.concat(frames, ignore_index=True)
+
+
+def test_tune_picker_chooses_by_map(maps_and_truth, tmp_path):
+    maps, truth = maps_and_truth
+    grids = {"contour": {"threshold": [0.5, 0.97]}, "grid-nms": {"cell_fraction": [0.5],
+                                                                   "iou_threshold": [0.3]}}
+    config, table = tune_picker(maps, truth, DIAMETER, finders=["contour", "grid-nms"], grids=grids,
+                                progress=False)
+    assert len(table) == 3
+    assert table["mAP"].is_monotonic_decreasing
+    assert config.validation["mAP"] == pytest.approx(table["mAP"].max())
+    best = table.iloc[0]
+    assert config.finder == best["finder"]
+    assert json.loads(best["params"]).items() <= config.params.items()
+    # a threshold of 0.97 on a map of 0.9 + noise finds almost nothing: it must rank last
+    assert table.iloc[-1]["finder"] == "contour" and table.iloc[-1]["threshold"] == 0.97
+    assert config.validation["mAP"] > 0.5
+    # the stored threshold reproduces the best F1 when applied to the chosen picks
+    picks = pick_maps(maps, DIAMETER, config.finder, config.params)
+    kept = picks[picks[S] >= config.threshold]
+    assert box_map(kept, truth, DIAMETER)["F1"] == pytest.approx(config.validation["best_F1"])
+    yaml_path, csv_path = write_tuning(config, table, tmp_path / "picker.yaml")
+    assert load_picker(yaml_path) == config
+    assert len(pd.read_csv(csv_path)) == 3
+
+
+def test_tune_picker_default_grids_cover_every_finder(maps_and_truth):
+    maps, truth = maps_and_truth
+    one = {NAMES[0]: maps[NAMES[0]]}
+    _, table = tune_picker(one, truth, DIAMETER, progress=False)
+    assert set(table["finder"]) == {"grid-nms", "crocker-grier", "contour"}
+    assert len(table) == 27
+    assert (table["n_truth"] == (truth[M] == f"{NAMES[0]}.mrc").sum()).all()
+
+
+def test_tune_picker_errors(maps_and_truth):
+    maps, truth = maps_and_truth
+    with pytest.raises(CrispError, match="no parameter"):
+        tune_picker(maps, truth, DIAMETER, finders=["contour"], grids={"contour": {"bogus": [1]}},
+                    progress=False)
+    with pytest.raises(CrispError, match="no true centres"):
+        tune_picker(maps, truth.assign(**{M: "other.mrc"}), DIAMETER, progress=False)
+    with pytest.raises(CrispError, match="unknown finder"):
+        tune_picker(maps, truth, DIAMETER, finders=["nope"], progress=False)
+
+
+def test_bad_picker_yaml_names_file(tmp_path):
+    path = tmp_path / "picker.yaml"
+    save_yaml(path, {"finder": "contour", "params": {"nope": 1}, "diameter_px": 30})
+    with pytest.raises(CrispError, match="picker.yaml"):
+        load_picker(path)
+
+
+def test_pick_files_writes_relion_layout_and_resumes(maps_and_truth, tmp_path):
+    maps, truth = maps_and_truth
+    folder = tmp_path / "maps"
+    for name, prob in maps.items():
+        write_mrc(folder / f"{name}.mrc", prob, pixel_size=2.0, dtype=np.float16)
+    config = PickerConfig(finder="grid-nms", diameter_px=DIAMETER, threshold=0.5)
+    out = tmp_path / "picks"
+    result = pick_files(folder, out, config, formats=["star", "box", "txt", "csv"], progress=False)
+    assert result.skipped_existing == 0 and set(result.per_micrograph) == set(NAMES)
+    back = read_autopick(out / "autopick.star")
+    assert len(back) == result.n_picks
+    assert box_map(back[back[S] >= 0.5], truth, DIAMETER)["recall"] >= 0.95
+    index = starfile.read(out / "autopick.star", always_dict=True)
+    assert list(index) == ["coordinate_files"]
+    for name in NAMES:
+        assert (out / f"{name}_autopick.star").is_file()
+        assert (out / "box" / f"{name}.box").is_file()
+        assert (out / "cryoppp" / f"{name}.csv").is_file()
+        topaz = read_coordinates(out / "topaz" / f"{name}.txt")
+        assert len(topaz) == result.per_micrograph[name]
+    assert load_picker(out / "picker.yaml") == config
+    again = pick_files(folder, out, config, progress=False)
+    assert again.skipped_existing == 3 and again.per_micrograph == result.per_micrograph
+    # a threshold at pick time drops low-scoring candidates
+    strict = pick_files(folder, tmp_path / "strict", config, threshold=0.8, progress=False)
+    assert (read_autopick(tmp_path / "strict" / "autopick.star")[S] >= 0.8).all()
+    assert strict.n_picks <= result.n_picks
+
+
+def make_dataset(root, maps, truth):
+    """A dataset folder: micrographs (blobs at the true centres), coordinates, split, simulation.yaml."""
+    yy, xx = np.mgrid[:256, :320]
+    for name in NAMES:
+        centres = truth[truth[M] == f"{name}.mrc"]
+        image = np.zeros((256, 320), np.float32)
+        for x, y in zip(centres[X], centres[Y], strict=True):
+            image += np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 50.0)
+        write_mrc(root / "micrographs" / f"{name}.mrc", image, pixel_size=2.0)
+        write_coordinates(centres.reset_index(drop=True), root / "coordinates" / f"{name}.star")
+    write_split(root / "split.yaml", make_split(NAMES, 1, 2, seed=0))
+    save_yaml(root / "simulation.yaml", {"reference": {"diameter_px": DIAMETER}})
+
+
+def test_cli_tune_pick_extract(maps_and_truth, tmp_path, capsys):
+    maps, truth = maps_and_truth
+    dataset = tmp_path / "data"
+    make_dataset(dataset, maps, truth)
+    folder = tmp_path / "maps"
+    for name, prob in maps.items():
+        write_mrc(folder / f"{name}.mrc", prob, pixel_size=2.0, dtype=np.float16)
+    picker = tmp_path / "run" / "picker.yaml"
+    assert main(["tune-picker", str(folder), str(dataset), "-o", str(picker), "--finders",
+                 "grid-nms,contour"]) == 0
+    printed = capsys.readouterr().out
+    assert "mAP" in printed and "best:" in printed
+    assert (tmp_path / "run" / "picker_tuning.csv").is_file()
+    config = load_picker(picker)
+    assert config.diameter_px == DIAMETER and config.finder in ("grid-nms", "contour")
+    picks = tmp_path / "picks"
+    assert main(["pick", str(folder), "-o", str(picks), "--picker", str(picker), "--micrographs",
+                 str(dataset / "micrographs"), "--format", "star,box"]) == 0
+    table = read_autopick(picks / "autopick.star")
+    assert table[M].str.endswith(".mrc").all() and "micrographs" in table[M].iloc[0]
+    parts = tmp_path / "particles"
+    assert main(["extract", str(dataset / "micrographs"), str(picks), "-o", str(parts), "--box", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "threshold" in out
+    star = starfile.read(parts / "particles.star", always_dict=True)
+    kept = table[table[S] >= config.threshold] if config.threshold is not None else table
+    assert 0 < len(star["particles"]) <= len(kept)
+    assert star["optics"]["rlnImagePixelSize"].iloc[0] == pytest.approx(2.0)
+
+
+def test_cli_errors(maps_and_truth, tmp_path, capsys):
+    maps, truth = maps_and_truth
+    dataset = tmp_path / "data"
+    make_dataset(dataset, maps, truth)
+    picker = tmp_path / "picker.yaml"
+    # neither maps nor a training run: a CrispError, exit status 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["tune-picker", str(empty), str(dataset), "-o", str(picker)]) == 2
+    assert "nor a training run directory" in capsys.readouterr().err
+    assert list(empty.iterdir()) == []
+    (dataset / "simulation.yaml").unlink()
+    assert main(["tune-picker", str(empty), str(dataset), "-o", str(picker)]) == 2
+    assert "give --diameter" in capsys.readouterr().err
+    assert main(["pick", str(empty), "-o", str(tmp_path / "p"), "--picker", str(picker)]) == 2
+    assert "picker.yaml: file not found" in capsys.readouterr().err
