@@ -484,6 +484,9 @@ def test_empty_tables_round_trip(tmp_path):
     for name, kwargs in cases:
         back = read_coordinates(write_coordinates(empty, tmp_path / name, **kwargs))
         assert len(back) == 0 and {"rlnCoordinateX", "rlnCoordinateY"} <= set(back.columns)
+    index = write_autopick(pd.DataFrame({"rlnMicrographName": []}), tmp_path / "ap",
+                           micrograph_paths=["m.mrc"])
+    assert len(read_autopick(index)) == 0 and (tmp_path / "ap" / "m_autopick.star").is_file()
 
 
 def test_convert_library_folder_to_autopick(tmp_path):

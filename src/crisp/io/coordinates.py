@@ -161,6 +161,10 @@ def _numeric(df: pd.DataFrame, column: str, path: Path | str | None, required: b
 def _finish(df: pd.DataFrame, path: Path | str | None, default_name: str | None) -> pd.DataFrame:
     """Validate coordinates, add the micrograph name, put the standard columns first."""
     df = df.reset_index(drop=True).copy()
+    if len(df) == 0:  # an empty table needs no coordinate columns to be valid
+        for column in (X, Y):
+            if column not in df.columns:
+                df[column] = pd.Series(dtype=float)
     for column in (X, Y):
         _numeric(df, column, path)
     for column in (FOM, DIAMETER, "rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnAnglePsi"):
@@ -621,8 +625,7 @@ def write_coordinates(df: pd.DataFrame, path: str | os.PathLike[str], fmt: str |
     if kind not in WRITE_FORMATS:
         raise CrispError(f"cannot write the '{kind}' format (write .star and import it instead; writable: "
                          f"{', '.join(WRITE_FORMATS)})", path)
-    df = _finish(df, path, micrograph_stem(path)) if len(df.columns) else _finish(
-        pd.DataFrame({X: [], Y: []}), path, micrograph_stem(path))
+    df = _finish(df, path, micrograph_stem(path))
     if kind == "star":
         _write_star(df, path, optics)
     elif kind == "box":
