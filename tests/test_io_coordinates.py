@@ -412,7 +412,7 @@ def test_match_coordinates_with_uid_prefix_and_report(tmp_path):
     _fails("share the name stem 'mic_001'", match_coordinates, mics, coords)
 
 
-def test_match_expands_autopick_index(tmp_path):
+def test_match_expands_autopick_index(tmp_path, monkeypatch):
     (tmp_path / "mics").mkdir()
     for i in (1, 2):
         (tmp_path / "mics" / f"mic_00{i}.mrc").write_bytes(b"")
@@ -420,6 +420,10 @@ def test_match_expands_autopick_index(tmp_path):
     match = match_coordinates(tmp_path / "mics", tmp_path / "AutoPick" / "autopick.star")
     assert [c.name for _, c in match.pairs] == ["mic_001_autopick.star", "mic_002_autopick.star"]
     assert list_coordinate_files(tmp_path / "AutoPick") == sorted((tmp_path / "AutoPick").iterdir())
+    # an index listing absolute paths, its folder given as a relative path: each file counted once
+    monkeypatch.chdir(tmp_path)
+    match = match_coordinates("mics", "AutoPick")
+    assert [c.name for _, c in match.pairs] == ["mic_001_autopick.star", "mic_002_autopick.star"]
 
 
 def test_group_by_micrograph():

@@ -768,7 +768,9 @@ def list_coordinate_files(folder_or_files: str | os.PathLike[str] | Iterable[str
             found.discard(path)
             tables = _read_star_blocks(path)
             table = next(t for t in tables.values() if COORDS_FILE in t.columns)
-            found.update(_resolve_listed(str(e), path) for e in table[COORDS_FILE])
+            listed = {_resolve_listed(str(e), path) for e in table[COORDS_FILE]}
+            resolved = {p.resolve() for p in listed}
+            found = {p for p in found if p.resolve() not in resolved} | listed  # the same file once
     if not found:
         raise CrispError("no coordinate files found (expected files ending in "
                          f"{', '.join(COORDINATE_SUFFIXES)})", items[0] if len(items) == 1 else None)
