@@ -276,6 +276,8 @@ def test_topaz_round_trip_and_hand_case(tmp_path):
                                     "mic_002\t30\t40\t2.25\n")
     df = read_coordinates(tmp_path / "t.txt")
     assert df["rlnMicrographName"].tolist() == ["mic_001", "mic_002"]
+    (tmp_path / "n.txt").write_text("image_name\tx_coord\ty_coord\n001\t1\t2\n")
+    assert read_coordinates(tmp_path / "n.txt")["rlnMicrographName"].tolist() == ["001"]
     np.testing.assert_allclose(df["rlnAutopickFigureOfMerit"], [-1.5, 2.25])
     picks = _picks().assign(rlnMicrographName=lambda d: "Movies/" + d["rlnMicrographName"] + ".mrc")
     path = write_coordinates(picks, tmp_path / "out.txt")
@@ -446,6 +448,7 @@ def test_bad_inputs_name_the_file(tmp_path):
         "junk.star": ("hello world\n", "holds no data block"),
         "short.box": ("1 2 3\n", "need 4 columns"),
         "text.box": ("1 2 x 4\n", "not numbers"),
+        "ragged.box": ("1 2 3 4\n1 2 3 4 5\n", "ragged lines"),
         "neg.box": ("1 2 -64 -64\n", "box size that is not positive"),
         "noy.txt": ("image_name\tx_coord\tscore\nm\t1\t0.5\n", "missing Topaz column 'y_coord'"),
         "bad.txt": ("image_name\tx_coord\ty_coord\nm\t1\tfoo\n", "not numbers"),

@@ -274,8 +274,9 @@ def _read_box(path: Path, micrograph_name: str | None) -> pd.DataFrame:
         with warnings.catch_warnings():  # an empty file is a micrograph without picks
             warnings.simplefilter("ignore", UserWarning)
             rows = np.loadtxt(path, ndmin=2, dtype=float)
-    except ValueError as err:
-        raise CrispError(f"EMAN .box file with values that are not numbers ({err})", path) from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CrispError(f"EMAN .box file with values that are not numbers, or ragged lines ({err})",
+                         path) from None
     if rows.size == 0:
         rows = np.zeros((0, 4))
     if rows.shape[1] < 4:
@@ -292,8 +293,8 @@ def _read_box(path: Path, micrograph_name: str | None) -> pd.DataFrame:
 
 
 def _read_table(path: Path, sep: str, what: str) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, sep=sep, skipinitialspace=True)
+    try:  # names stay text: "001" must not become 1
+        return pd.read_csv(path, sep=sep, skipinitialspace=True, dtype={"image_name": str})
     except pd.errors.EmptyDataError:
         raise CrispError(f"empty {what} file (no header line)", path) from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
