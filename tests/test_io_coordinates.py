@@ -247,6 +247,12 @@ def test_autopick_errors(tmp_path):
                      "mic_001.mrc Movies/mic_001_autopick.star\n")
     err = _fails("Movies/mic_001_autopick.star' listed in the index not found", read_autopick, index)
     assert str(index) in str(err)
+    index.write_text(index.read_text().replace("Movies/", f"{tmp_path}/Movies/"))
+    _fails(f"'{tmp_path}/Movies/mic_001_autopick.star' listed in the index not found", read_autopick, index,
+           path=index)
+    (tmp_path / "Movies").mkdir()
+    (tmp_path / "Movies" / "mic_001_autopick.star").write_text("")  # empty: no picks
+    assert len(read_autopick(index)) == 0
     _fails("share the name stem 'mic_001'", write_autopick, _picks(("mic_001",)), tmp_path / "o",
            micrograph_paths=["a/mic_001.mrc", "b/mic_001.mrc"])
     _fails(r"1 micrograph name\(s\) of the picks match none", write_autopick, _picks(("mic_001", "mic_009")),

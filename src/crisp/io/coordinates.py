@@ -435,7 +435,9 @@ def _resolve_listed(entry: str, index: Path) -> Path:
     ancestors (RELION lists paths relative to the project folder), or the working folder."""
     listed = Path(entry)
     if listed.is_absolute():
-        return listed
+        if listed.is_file():
+            return listed
+        raise CrispError(f"coordinate file '{entry}' listed in the index not found", index)
     for base in (index.parent, *index.parent.parents, Path.cwd()):
         if (base / listed).is_file():
             return base / listed
@@ -471,6 +473,8 @@ def read_autopick(index_path: str | os.PathLike[str]) -> pd.DataFrame:
     frames = []
     for name, entry in zip(table[NAME].astype(str), table[COORDS_FILE].astype(str), strict=True):
         source = _resolve_listed(entry, index_path)
+        if source.stat().st_size == 0:
+            continue  # an empty file: no picks on this micrograph
         tables_one = _read_star_blocks(source)
         picks = next((t for t in tables_one.values() if {X, Y} <= set(t.columns)), None)
         if picks is None:
