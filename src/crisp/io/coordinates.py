@@ -682,7 +682,6 @@ def write_autopick(df: pd.DataFrame, out_dir: str | os.PathLike[str], *, suffix:
     Path
         The index file.
     """
-
     out = Path(out_dir)
     df = _finish(df, out, None)
     groups = group_by_micrograph(df) if len(df) else {}
@@ -694,8 +693,8 @@ def write_autopick(df: pd.DataFrame, out_dir: str | os.PathLike[str], *, suffix:
             raise CrispError(f"{len(unmatched)} micrograph name(s) of the picks match none of the given "
                              f"micrograph files: {', '.join(unmatched[:5])}", out)
         names = lookup
-    columns = [X, Y, FOM] + sorted(c for c in df.columns if str(c).startswith("rln")
-                                   and c not in (NAME, X, Y, FOM, COORDS_FILE))
+    columns = [X, Y, FOM] + [c for c in df.columns if str(c).startswith("rln")
+                             and c not in (NAME, X, Y, FOM, COORDS_FILE)]
     empty = pd.DataFrame({c: pd.Series(dtype=float) for c in (X, Y, FOM)})
     index_rows = []
     for stem in sorted(names):
