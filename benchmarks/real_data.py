@@ -1,0 +1,152 @@
+"""Real-data benchmark: labels by ``disk`` and by ``threshold`` on EMPIAR-10017, and what they train.
+
+Data: the development set ``shared/data/empiar10017-dev`` (10 micrographs of 4096 x 4096, 8-bit JPG
+renderings, CryoPPP centres, particle diameter ~108 px, provided disc masks). Steps:
+
+1. Labels: ``crisp.labels.make_labels`` with each method (radius 54 px) into ``WORK/labels-METHOD``;
+   the time it takes, and pixel IoU / F1 of the labels against the provided masks (JPG >= 128).
+2. Split: 6 train, 2 validation, 2 test micrographs (``crisp.dataset.make_split``, fixed seed),
+   the same for both methods.
+3. Unless ``--labels-only``: train the ``cpu`` preset (``crisp.train.train``) on each label set,
+   segment the validation and test micrographs (``crisp.predict.segment_files``), tune the picker on
+   validation (``crisp.picking.tune.tune_picker``, truth = the provided centres), then on test:
+   pixel IoU / F1 of the probability maps (>= 0.5) against the provided masks, and picking
+   precision, recall, F1 (at the tuned threshold) and AP by radius matching at half the diameter
+   (``crisp.metrics.picking.radius_match_metrics``).
+
+Prints one table (Markdown) and writes ``WORK/results.json``. Not run in CI.
+
+Usage::
+
+    python benchmarks/real_data.py --labels-only              # label generation only (~1-2 min)
+    python benchmarks/real_data.py --work /tmp/crisp-real     # everything (training takes long)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "empiar10017-dev"
+DIAMETER_PX = 108.0
+PIXEL_SIZE = 1.77
+
+
+def provided_masks(data: Path, names: list[str]) -> dict[str, np.ndarray]:
+    from crisp.io.micrographs import read_micrograph
+
+    return {n: (read_micrograph(data / "masks" / f"{n}_mask.jpg").data >= 128).astype(np.uint8)
+            for n in names}
+
+
+def provided_centres(data: Path, names: list[str]) -> pd.DataFrame:
+    from crisp.io.coordinates import read_coordinates
+
+    return pd.concat([read_coordinates(data / "coordinates" / f"{n}.star", micrograph_name=n) for n in names],
+                     ignore_index=True)
+
+
+def make_label_set(data: Path, work: Path, method: str, masks: dict[str, np.ndarray]) -> dict:
+    from crisp.io.micrographs import read_micrograph
+    from crisp.labels import LabelConfig, make_labels
+    from crisp.metrics.pixel import pixel_metrics
+
+    config = LabelConfig(method=method, radius_px=DIAMETER_PX / 2, pixel_size=PIXEL_SIZE)
+    start = time.perf_counter()
+    run = make_labels(data / "images", work / f"labels-{method}", config, coordinates=data / "coordinates",
+                      progress=False, echo=lambda _: None)
+    seconds = time.perf_counter() - start
+    labels = {n: read_micrograph(run.out_dir / "masks" / f"{n}.mrc").data for n in run.names}
+    _, pooled = pixel_metrics(labels, {n: masks[n] for n in labels})
+    return {"dataset": str(run.out_dir), "names": run.names, "label_seconds": round(seconds, 1),
+            "label_iou": pooled["iou"], "label_f1": pooled["f1"], "skipped": len(run.skipped)}
+
+
+def train_and_evaluate(data: Path, work: Path, method: str, dataset: Path, split, masks, centres,
+                       seed: int, epochs: int | None) -> dict:
+    from crisp.io.micrographs import read_micrograph
+    from crisp.metrics.picking import radius_match_metrics
+    from crisp.metrics.pixel import pixel_metrics
+    from crisp.picking.tune import pick_maps, tune_picker, write_tuning
+    from crisp.predict import segment_files
+    from crisp.train import make_config, train
+
+    config = make_config("cpu", seed=seed, epochs=epochs)
+    run_dir = work / f"run-{method}"
+    start = time.perf_counter()
+    if not (run_dir / "summary.json").is_file():
+        train(config, dataset, run_dir, split=dataset / "split.yaml", progress=False)
+    train_seconds = time.perf_counter() - start
+    names = split.val + split.test
+    maps = segment_files(run_dir, [dataset / "micrographs" / f"{n}.mrc" for n in names],
+                         work / f"seg-{method}", progress=False)
+    prob = {p.stem: read_micrograph(p).data.astype(np.float32) for p in maps}
+    val = {n: prob[n] for n in split.val}
+    test = {n: prob[n] for n in split.test}
+    picker, table = tune_picker(val, centres, DIAMETER_PX, progress=False)
+    write_tuning(picker, table, run_dir / "picker.yaml")
+    _, pixel = pixel_metrics(test, {n: masks[n] for n in test})
+    picks = pick_maps(test, DIAMETER_PX, picker.finder, picker.params)
+    test_truth = centres[centres["rlnMicrographName"].isin(split.test)]
+    picking = radius_match_metrics(picks, test_truth, DIAMETER_PX / 2, threshold=picker.threshold)
+    return {"train_seconds": round(train_seconds, 1), "test_pixel_iou": pixel["iou"],
+            "test_pixel_f1": pixel["f1"], "finder": picker.finder, "pick_threshold": picker.threshold,
+            "pick_precision": picking["precision"], "pick_recall": picking["recall"],
+            "pick_F1": picking["F1"], "pick_AP": picking["AP"], "n_picks": picking["n_picks"],
+            "n_truth": picking["n_truth"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the empiar10017-dev folder")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/crisp-real-data"), help="output folder")
+    parser.add_argument("--methods", default="disk,threshold", help="label methods, comma-separated")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
+    parser.add_argument("--epochs", type=int, default=None, help="override the cpu preset's epochs")
+    parser.add_argument("--labels-only", action="store_true", help="make and score the labels, no training")
+    args = parser.parse_args(argv)
+    if not (args.data / "images").is_dir():
+        print(f"real data not found at {args.data}; nothing to do")
+        return 0
+    from crisp.dataset import make_split, write_split
+
+    names = sorted(p.stem for p in (args.data / "images").glob("*.jpg"))
+    masks = provided_masks(args.data, names)
+    centres = provided_centres(args.data, names)
+    split = make_split(names, 6, 2, seed=args.seed, n_test=2)
+    rows = []
+    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        row = {"method": method, **make_label_set(args.data, args.work, method, masks)}
+        dataset = Path(row.pop("dataset"))
+        row.pop("names")
+        write_split(dataset / "split.yaml", split)
+        if not args.labels_only:
+            row.update(train_and_evaluate(args.data, args.work, method, dataset, split, masks, centres,
+                                          args.seed, args.epochs))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    print(f"EMPIAR-10017 dev set: {len(names)} micrographs; split seed {args.seed}: "
+          f"train {split.train}, val {split.val}, test {split.test}")
+    print(table.to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else table.to_string(index=False))
+    args.work.mkdir(parents=True, exist_ok=True)
+    (args.work / "results.json").write_text(json.dumps({"split": split.to_dict(), "rows": rows}, indent=2,
+                                                       default=float))
+    return 0
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())
