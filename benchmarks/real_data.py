@@ -80,8 +80,9 @@ def train_and_evaluate(data: Path, work: Path, method: str, dataset: Path, split
     config = make_config("cpu", seed=seed, epochs=epochs)
     run_dir = work / f"run-{method}"
     start = time.perf_counter()
-    if not (run_dir / "summary.json").is_file():
-        train(config, dataset, run_dir, split=dataset / "split.yaml", progress=False)
+    if not (run_dir / "summary.json").is_file():  # resume an interrupted run, skip a finished one
+        resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+        train(config, dataset, run_dir, split=dataset / "split.yaml", resume=resume, progress=False)
     train_seconds = time.perf_counter() - start
     names = split.val + split.test
     maps = segment_files(run_dir, [dataset / "micrographs" / f"{n}.mrc" for n in names],
