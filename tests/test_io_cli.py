@@ -119,3 +119,18 @@ def test_match_real_data(real_data_dir, capsys):
     assert main(["match", str(real_data_dir / "images"), str(real_data_dir / "coordinates")]) == 0
     out = capsys.readouterr().out
     assert "10 micrograph(s) paired" in out and "0 micrograph(s) without" in out
+
+
+def test_convert_cryosparc_with_its_own_heights(tmp_path):
+    arr = np.zeros(2, dtype=[("location/micrograph_path", "S40"), ("location/micrograph_shape", "<u4", (2,)),
+                             ("location/center_x_frac", "<f4"), ("location/center_y_frac", "<f4")])
+    arr["location/micrograph_path"] = [b"J1/imported/012345678901234567890_mic_001.mrc"] * 2
+    arr["location/micrograph_shape"] = [[200, 100], [200, 100]]
+    arr["location/center_x_frac"] = [0.5, 0.25]
+    arr["location/center_y_frac"] = [0.25, 0.5]
+    with open(tmp_path / "picks.cs", "wb") as handle:
+        np.save(handle, arr)
+    assert main(["convert", str(tmp_path / "picks.cs"), str(tmp_path / "out"), "--to", "box", "--flip-y",
+                 "--box-size", "20"]) == 0
+    box = read_coordinates(tmp_path / "out" / "mic_001.box")
+    np.testing.assert_allclose(box[["rlnCoordinateX", "rlnCoordinateY"]], [[50, 199 - 50], [25, 199 - 100]])
