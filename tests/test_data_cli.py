@@ -73,6 +73,15 @@ def test_simulate_with_defocus_file_and_phantom(tmp_path):
     assert (out / "clean" / "synth_0000.mrc").is_file()
 
 
+def test_simulate_repeats_a_recorded_simulation(dataset, tmp_path):
+    again = tmp_path / "again"
+    assert main(["simulate", "-o", str(again), "--config", str(dataset / "simulation.yaml"), "--count", "1",
+                 "--quiet"]) == 0
+    with mrcfile.open(dataset / "micrographs" / "synth_0000.mrc") as a, \
+            mrcfile.open(again / "micrographs" / "synth_0000.mrc") as b:
+        assert np.array_equal(a.data, b.data)
+
+
 def test_split_writes_manifest_and_guards_it(dataset, capsys):
     assert main(["split", str(dataset), "--train", "2", "--val", "1", "--seed", "3"]) == 0
     split = read_split(dataset / "split.yaml")

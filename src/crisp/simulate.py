@@ -54,6 +54,7 @@ import scipy.fft
 import scipy.ndimage
 from pydantic import field_validator, model_validator
 
+from crisp._aspire import import_aspire
 from crisp.config import StageConfig, read_yaml, save_yaml, to_plain, validate_config
 from crisp.errors import CrispError
 from crisp.io.micrographs import write_mrc
@@ -354,6 +355,7 @@ def resample_volume(volume: np.ndarray, voxel_size: float, pixel_size: float) ->
 
 def make_phantom(name: str, box: int, seed: int) -> np.ndarray:
     """An ASPIRE Gaussian-blob phantom (float32 cube of ``box``) by name: cN, dN, t, o, i, asym, legacy."""
+    import_aspire()
     from aspire import volume as av
 
     m = PHANTOM_PATTERN.match(name.lower())
@@ -383,6 +385,7 @@ def measure_diameter_px(volume: np.ndarray, fraction: float = 0.05) -> float:
 
 
 def _project(volume: np.ndarray, rotations) -> np.ndarray:
+    import_aspire()
     from aspire.volume import Volume
 
     return np.array(Volume(volume).project(rotations).asnumpy(), dtype=np.float32, copy=True)
@@ -409,6 +412,7 @@ def load_reference(config: SimulationConfig) -> Reference:
         diameter = config.particle_diameter_A / config.pixel_size
     else:
         diameter = measure_diameter_px(volume)
+    import_aspire()
     from aspire.utils import Rotation
 
     top = _project(volume, Rotation(np.eye(3, dtype=np.float32)[None]))[0]
@@ -434,6 +438,7 @@ def ctf_2d(shape: tuple[int, int], pixel_size: float, defocus_u: float, defocus_
         Frequencies: rows ``fftfreq(ny)``, columns ``rfftfreq(nx)`` in cycles/pixel; ASPIRE's
         ``omega`` is ``2 pi`` times those, stacked (x, y).
     """
+    import_aspire()
     from aspire.operators import CTFFilter
 
     ny, nx = shape
@@ -574,6 +579,7 @@ def read_defocus_table(path: str | os.PathLike[str], column: str) -> pd.DataFram
 def simulate_micrograph(reference: Reference, config: SimulationConfig, index: int,
                         defocus_table: pd.DataFrame | None = None) -> SimulatedMicrograph:
     """Simulate micrograph ``index`` of ``config`` (deterministic given the seed and index)."""
+    import_aspire()
     from aspire.utils import Rotation
 
     rng = micrograph_rng(config.seed, index)
@@ -640,19 +646,9 @@ def simulate_micrograph(reference: Reference, config: SimulationConfig, index: i
 # the dataset
 # --------------------------------------------------------------------------------------------
 def _write_star(path: Path, df: pd.DataFrame) -> None:
-    try:
-        from crisp.io.coordinates import write_coordinates
-    except ImportError:
-        write_coordinates = None
-    if write_coordinates is not None:
-        write_coordinates(df, path)
-        return
-    import starfile
+    from crisp.io.coordinates import write_coordinates
 
-    from crisp.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        starfile.write(df, tmp, overwrite=True)
+    write_coordinates(df, path, fmt="star")
 
 
 def _outputs(folder, name: str, save_clean: bool) -> list[Path]:

@@ -38,11 +38,11 @@ def register(app: typer.Typer) -> None:
     @app.command("simulate")
     def simulate_cmd(
         out: Path = typer.Option(..., "-o", "--out", help="Output dataset folder."),
-        preset: str = typer.Option("small", "--preset",
-                                   help="small (24 x 512^2 at 3.54 Å/px, seconds) or paper "
-                                   "(84 x 4096^2 at 1.77 Å/px, 150 particles, SNR 0.005)."),
-        config: Path | None = typer.Option(None, "--config", help="YAML of SimulationConfig values; "
-                                           "options given here override it."),
+        preset: str | None = typer.Option(None, "--preset",
+                                          help="small (default: 24 x 512^2 at 3.54 Å/px, seconds) or "
+                                          "paper (84 x 4096^2 at 1.77 Å/px, 150 particles, SNR 0.005)."),
+        config: Path | None = typer.Option(None, "--config", help="YAML of SimulationConfig values (or "
+                                           "a simulation.yaml to repeat); options given here override it."),
         map_path: Path | None = typer.Option(None, "--map", help="Density map (MRC); default: the "
                                              "bundled 4JSV map."),
         phantom: str | None = typer.Option(None, "--phantom", help="ASPIRE Gaussian-blob phantom "
@@ -87,8 +87,11 @@ def register(app: typer.Typer) -> None:
 
         values: dict = {}
         if config is not None:
-            values.update(read_yaml(config))
-            preset = values.pop("preset", preset) or preset
+            values = read_yaml(config)
+            if isinstance(values.get("config"), dict):  # a simulation.yaml written by this verb
+                values = dict(values["config"])
+            preset = preset or values.pop("preset", None)
+            values.pop("preset", None)
         if size is not None:
             width = width if width is not None else size
             height = height if height is not None else size
