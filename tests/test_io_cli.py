@@ -122,7 +122,7 @@ def test_match_real_data(real_data_dir, capsys):
 
 
 def test_convert_cryosparc_with_its_own_heights(tmp_path):
-    arr = np.zeros(2, dtype=[("location/micrograph_path", "S40"), ("location/micrograph_shape", "<u4", (2,)),
+    arr = np.zeros(2, dtype=[("location/micrograph_path", "S80"), ("location/micrograph_shape", "<u4", (2,)),
                              ("location/center_x_frac", "<f4"), ("location/center_y_frac", "<f4")])
     arr["location/micrograph_path"] = [b"J1/imported/012345678901234567890_mic_001.mrc"] * 2
     arr["location/micrograph_shape"] = [[200, 100], [200, 100]]
