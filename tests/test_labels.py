@@ -419,3 +419,61 @@ def test_mask_or_map_detection(tmp_path):
     write_mrc(tmp_path / "flat.mrc", np.zeros((4, 5, 5), np.float32))
     with pytest.raises(CrispError, match="cubic"):
         read_volume(tmp_path / "flat.mrc")
+
+
+def test_make_labels_resumes_an_interrupted_run(tmp_path):
+    from crisp.config import read_yaml, save_yaml
+    from crisp.labels import LabelConfig, make_labels
+
+    mics, coords, truth = _write_tiny_dataset(tmp_path)
+    out = tmp_path / "ds"
+    config = LabelConfig(radius_px=6, qc_count=0)
+    make_labels(mics, out, config, coordinates=coords, progress=False, echo=lambda _: None)
+    # as if stopped after the first micrograph: no summary yet, the second mask missing
+    meta = read_yaml(out / "labels.yaml")
+    save_yaml(out / "labels.yaml", {"settings": meta["settings"], "complete": False})
+    (out / "masks" / "mic_b.mrc").unlink()
+    run = make_labels(mics, out, config, coordinates=coords, progress=False, echo=lambda _: None)
+    assert run.made == ["mic_b"] and run.skipped == ["mic_a"]
+    meta = read_yaml(out / "labels.yaml")
+    assert meta["complete"] and meta["n_particles"] == 8 and meta["micrographs"]["mic_a"]["resumed"]
+    assert meta["micrographs"]["mic_a"]["mask_fraction"] == pytest.approx(truth["mic_a"][2].mean(), abs=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".mrc", ".tif", ".png"])
+def test_make_labels_ingests_mrc_tiff_png(tmp_path, suffix):
+    """Raw uint16 MRC (pixel size from the header, radius in Å), 16-bit TIFF, 8-bit PNG."""
+    import starfile
+    import tifffile
+    from PIL import Image
+
+    from crisp.config import read_yaml
+    from crisp.io.micrographs import read_micrograph, write_mrc
+    from crisp.labels import LabelConfig, make_labels
+
+    shape = (70, 90)
+    x, y = np.array([20.0, 60.5]), np.array([30.0, 41.0])
+    disc = disk_mask(shape, x, y, 8)
+    image = (3000 - 500 * disc.astype(np.int32)).astype(np.uint16)
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    path = mics / f"raw_001{suffix}"
+    if suffix == ".mrc":
+        write_mrc(path, image, pixel_size=1.25, dtype=np.uint16)
+    elif suffix == ".tif":
+        tifffile.imwrite(path, image)
+    else:
+        Image.fromarray((image // 16).astype(np.uint8)).save(path)
+    starfile.write(pd.DataFrame({"rlnCoordinateX": x, "rlnCoordinateY": y}),
+                   tmp_path / "raw_001_autopick.star")
+    pixel_size = None if suffix == ".mrc" else 1.25
+    config = LabelConfig(radius_A=10.0, pixel_size=pixel_size, qc_count=0)
+    make_labels(path, tmp_path / "ds", config, coordinates=tmp_path / "raw_001_autopick.star", progress=False,
+                echo=lambda _: None)
+    mask = read_micrograph(tmp_path / "ds" / "masks" / "raw_001.mrc")
+    np.testing.assert_array_equal(mask.data, disc)                      # 10 Å / 1.25 Å = 8 px
+    mic = read_micrograph(tmp_path / "ds" / "micrographs" / "raw_001.mrc")
+    assert mic.data.dtype == np.float32 and mic.shape == shape and mic.pixel_size == pytest.approx(1.25)
+    np.testing.assert_array_equal(mic.data, read_micrograph(path).data)
+    meta = read_yaml(tmp_path / "ds" / "labels.yaml")
+    assert meta["diameter_px"] == pytest.approx(16) and meta["pixel_size"] == pytest.approx(1.25)

@@ -137,6 +137,20 @@ def _read_star(path: Path) -> pd.DataFrame:
     return next(iter(df.values())) if df else pd.DataFrame()
 
 
+def _stats_from_files(folder: DatasetFolder, name: str, mic_path: Path, config: LabelConfig) -> dict:
+    """Per-micrograph record rebuilt from the files of an interrupted run."""
+    from crisp.io.micrographs import read_micrograph
+
+    mask = read_micrograph(folder.mask(name))
+    n_used = len(_read_star(folder.coordinates(name)))
+    radius_px = None if config.method == "reproject" else config.radius_for(mask.pixel_size, mic_path)
+    return {"source": str(mic_path), "coordinates": None, "shape": list(mask.shape),
+            "pixel_size": mask.pixel_size, "radius_px": radius_px,
+            "diameter_px": None if radius_px is None else 2 * radius_px, "n_coordinates": n_used,
+            "n_used": n_used, "n_outside": 0, "mask_fraction": round(float(mask.data.mean()), 6),
+            "resumed": True}
+
+
 def _mask_for(method: str, config: LabelConfig, image: np.ndarray, centres: pd.DataFrame,
               radius_px: float | None, pixel_size: float | None, volume) -> tuple[np.ndarray, dict]:
     x = centres["rlnCoordinateX"].to_numpy(float)
@@ -277,12 +291,17 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
               "mask3d": None if mask3d is None else str(mask3d)}
     previous = _check_resume(out, settings, inputs)
     stats: dict[str, dict] = dict(previous.get("micrographs") or {})
+    if not previous:  # record the settings first, so that an interrupted run is resumed only with them
+        save_yaml(out / LABELS_FILE, {"crisp_version": __version__, "method": config.method,
+                                      "settings": settings, "inputs": inputs, "complete": False})
     names, made, skipped, messages = [], [], [], []
     for mic_path, source in tqdm(pairs, desc="labels", unit="micrograph", disable=not progress):
         name = mic_path.stem
         names.append(name)
         outputs = (folder.micrograph(name), folder.mask(name), folder.coordinates(name))
-        if all(p.is_file() for p in outputs) and name in stats:
+        if all(p.is_file() for p in outputs):
+            if name not in stats:  # done by a run that was interrupted before writing its summary
+                stats[name] = _stats_from_files(folder, name, mic_path, config)
             skipped.append(name)
             continue
         mic = read_micrograph(mic_path, pixel_size=config.pixel_size)
@@ -346,6 +365,7 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
         "n_particles": int(sum(s["n_used"] for s in stats.values())),
         "n_outside": int(sum(s["n_outside"] for s in stats.values())),
         "micrographs": stats,
+        "complete": True,
     }
     save_yaml(out / LABELS_FILE, summary)
     from crisp.qc import labels_qc_figure
