@@ -477,3 +477,23 @@ def test_make_labels_ingests_mrc_tiff_png(tmp_path, suffix):
     np.testing.assert_array_equal(mic.data, read_micrograph(path).data)
     meta = read_yaml(tmp_path / "ds" / "labels.yaml")
     assert meta["diameter_px"] == pytest.approx(16) and meta["pixel_size"] == pytest.approx(1.25)
+
+
+def test_make_labels_from_one_multi_micrograph_file(tmp_path):
+    """A single Topaz file listing the picks of several micrographs is split by image name."""
+    from crisp.io.micrographs import read_micrograph
+    from crisp.labels import LabelConfig, make_labels
+
+    mics, _, truth = _write_tiny_dataset(tmp_path)
+    lines = ["image_name\tx_coord\ty_coord\tscore"]
+    for name in ("mic_a", "mic_b"):
+        lines += [f"{name}\t{x}\t{y}\t1.0" for x, y in zip(truth[name][0], truth[name][1], strict=True)]
+    (tmp_path / "picks.txt").write_text("\n".join(lines) + "\n")
+    messages = []
+    run = make_labels(mics, tmp_path / "ds", LabelConfig(radius_px=6, qc_count=0),
+                      coordinates=tmp_path / "picks.txt", progress=False, echo=messages.append)
+    assert run.made == ["mic_a", "mic_b"]
+    assert "mic_lonely" in messages[0]
+    for name in ("mic_a", "mic_b"):
+        np.testing.assert_array_equal(read_micrograph(tmp_path / "ds" / "masks" / f"{name}.mrc").data,
+                                      truth[name][2])
