@@ -94,6 +94,24 @@ def test_ctf_first_zero_where_the_formula_puts_it(reference, config):
     assert radial[measured_bin] < 0.05 * radial[lo:hi].max()
 
 
+def test_astigmatism_angle_is_measured_from_x_towards_y():
+    from crisp.simulate import ctf_2d
+
+    n, pixel, du, dv, angle = 512, 1.77, 20000.0, 15000.0, 30.0
+    ctf = ctf_2d((n, n), pixel, du, dv, angle, 300.0, 2.7, 0.1)
+    assert ctf.shape == (n, n // 2 + 1) and ctf[0, 0] == pytest.approx(-0.1)
+
+    def first_zero_along(theta_deg):
+        r = np.arange(0, 0.45, 0.0005)  # cycles/pixel
+        fx, fy = r * np.cos(np.deg2rad(theta_deg)), r * np.sin(np.deg2rad(theta_deg))
+        values = ctf[np.round(fy * n).astype(int) % n, np.round(fx * n).astype(int)]
+        return r[np.argmax(values > 0)] / pixel  # first sign change, in 1/Å
+
+    step = 1.5 / (n * pixel)  # nearest-grid sampling: within ~1.5 frequency bins
+    assert abs(first_zero_along(angle) - _analytic_first_zero(du, 300.0, 2.7, 0.1)) < step
+    assert abs(first_zero_along(angle - 90) - _analytic_first_zero(dv, 300.0, 2.7, 0.1)) < step
+
+
 def test_same_seed_same_arrays_and_other_seed_differs(reference, config, sim):
     again = simulate_micrograph(reference, config, 0)
     for field in ("noisy", "clean", "clean_ctf", "mask", "instances"):

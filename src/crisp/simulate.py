@@ -436,7 +436,11 @@ def ctf_2d(shape: tuple[int, int], pixel_size: float, defocus_u: float, defocus_
     numpy.ndarray
         float32 array of shape (ny, nx // 2 + 1), matching :func:`scipy.fft.rfft2` of the image.
         Frequencies: rows ``fftfreq(ny)``, columns ``rfftfreq(nx)`` in cycles/pixel; ASPIRE's
-        ``omega`` is ``2 pi`` times those, stacked (x, y).
+        ``omega`` is ``2 pi`` times those, stacked (x, y). The astigmatism angle (degrees, as
+        rlnDefocusAngle) is the direction of DefocusU measured from the +x (column) axis towards the
+        +y (row) axis, i.e. ``arctan2(fy, fx)``. At zero frequency the CTF is ``-amplitude_contrast``
+        (ASPIRE's sign: ``sqrt(1 - A^2) sin(chi) - A cos(chi)`` with ``chi < 0`` for underfocus),
+        so particles of positive density appear dark, as in real micrographs.
     """
     import_aspire()
     from aspire.operators import CTFFilter
