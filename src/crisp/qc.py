@@ -86,7 +86,7 @@ def labels_qc_figure(dataset_dir: str | os.PathLike[str], names: list[str], out_
     if not names:
         return None
     folder = DatasetFolder(Path(dataset_dir))
-    fig, axes = plt.subplots(len(names), 2, figsize=(12, 6 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(len(names), 2, figsize=(12, 6 * len(names)), squeeze=False, layout="constrained")
     for (ax_all, ax_zoom), name in zip(axes, names, strict=True):
         image = read_micrograph(folder.micrograph(name)).data
         mask = read_micrograph(folder.mask(name)).data if folder.mask(name).is_file() else None
@@ -105,7 +105,6 @@ def labels_qc_figure(dataset_dir: str | os.PathLike[str], names: list[str], out_
               x - c0, y - r0, marker_size=8)
         ax_zoom.set_title(f"full resolution, rows {r0}-{r0 + h - 1}, columns {c0}-{c0 + w - 1}", fontsize=9)
     fig.suptitle("mask outline (cyan) and centres (red +): each centre should sit on a particle", fontsize=10)
-    fig.tight_layout()
     out = Path(out_path)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=90)
