@@ -1,9 +1,136 @@
-"""CLI verbs of the segmentation area (see crisp.cli)."""
+"""CLI verbs of the segmentation area: models, train, segment, evaluate (see crisp.cli)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from crisp.errors import CrispError
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's verbs to app."""
+
+    @app.command("models")
+    def models(
+        counts: bool = typer.Option(False, "--counts",
+                                    help="Parameter counts for every encoder (slow: builds each one)."),
+    ) -> None:
+        """List architectures, encoders (with parameter counts) and losses."""
+        from crisp.models import zoo
+
+        typer.echo("architectures: " + ", ".join(zoo.architecture_names()))
+        typer.echo("  aliases: " + ", ".join(f"{a} -> {k}" for a, k in sorted(zoo.ARCH_ALIASES.items())))
+        typer.echo("losses: " + ", ".join(zoo.LOSS_NAMES) + "  (weighted sums: 'dice+0.5*focal')")
+        typer.echo("encoders (any timm model also works as tu-NAME; counts with 1 input channel):")
+        names = zoo.encoder_names()
+        shown = names if counts else [n for n in zoo.CURATED_ENCODERS]
+        for name in shown:
+            try:
+                count = f"{zoo.encoder_parameter_count(name) / 1e6:8.2f} M"
+            except CrispError as err:
+                count = f"  (not buildable: {err})"
+            typer.echo(f"  {name:32s}{count}")
+        if not counts:
+            rest = [n for n in names if n not in zoo.CURATED_ENCODERS]
+            typer.echo("  others (use --counts for their sizes): " + ", ".join(rest))
+
+    @app.command("train")
+    def train_cmd(
+        dataset: Path = typer.Argument(..., help="Dataset folder (micrographs/, masks/, split.yaml)."),
+        output: Path = typer.Option(..., "-o", "--output", help="Run directory to create."),
+        preset: str = typer.Option(None, "--preset",
+                                   help="paper | cpu (default: paper with a GPU, cpu without)."),
+        config: Path = typer.Option(None, "--config", help="YAML file of TrainConfig values."),
+        split: Path = typer.Option(None, "--split", help="Split manifest (default DATASET/split.yaml)."),
+        arch: str = typer.Option(None, "--arch", help="Architecture (see `crisp models`)."),
+        encoder: str = typer.Option(None, "--encoder", help="Encoder (smp name or tu-<timm model>)."),
+        encoder_depth: int = typer.Option(None, "--encoder-depth", help="Encoder stages (3-5)."),
+        encoder_weights: Path = typer.Option(None, "--encoder-weights",
+                                             help="Local encoder state-dict file (default: random)."),
+        loss: str = typer.Option(None, "--loss", help="Loss, e.g. dice or 'dice+0.5*focal'."),
+        bin_factor: int = typer.Option(None, "--bin", help="Binning factor of the micrographs."),
+        normalize: str = typer.Option(None, "--normalize", help="gmm | zscore | none."),
+        patch: int = typer.Option(None, "--patch", help="Patch size in binned pixels (multiple of 32)."),
+        overlap: int = typer.Option(None, "--overlap", help="Tile overlap in validation (binned px)."),
+        epochs: int = typer.Option(None, "--epochs", help="Number of epochs."),
+        batch: int = typer.Option(None, "--batch", help="Micrographs per batch (4 patches each)."),
+        repeats: int = typer.Option(None, "--repeats", help="Visits of each micrograph per epoch."),
+        lr: float = typer.Option(None, "--lr", help="Peak learning rate (CNN alone)."),
+        lr_cnn: float = typer.Option(None, "--lr-cnn", help="CNN learning rate when a CRF is trained."),
+        lr_crf: float = typer.Option(None, "--lr-crf", help="CRF learning rate."),
+        crf: str = typer.Option(None, "--crf", help="none | crf | cd-crf."),
+        solver: str = typer.Option(None, "--solver", help="mean-field | frank-wolfe."),
+        crf_iterations: int = typer.Option(None, "--crf-iterations", help="CRF solver iterations."),
+        feature_source: str = typer.Option(None, "--feature-source", help="cd-crf guide: logits | decoder."),
+        init: Path = typer.Option(None, "--init", help="Run directory whose best CNN starts this run."),
+        patience: int = typer.Option(None, "--patience", help="Early stopping patience (epochs)."),
+        seed: int = typer.Option(None, "--seed", help="Random seed."),
+        threads: int = typer.Option(None, "--threads", help="torch CPU threads."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from last.ckpt."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    ) -> None:
+        """Train a segmentation network (CNN, optionally with a CRF) on a dataset folder."""
+        from crisp.train import TrainConfig, make_config, train
+
+        if resume:
+            cfg = TrainConfig()  # replaced by the run's own config.yaml
+        else:
+            if preset is None and config is None:
+                import torch
+
+                preset = "paper" if torch.cuda.is_available() else "cpu"
+                typer.echo(f"preset: {preset}")
+            cfg = make_config(
+                preset, config, arch=arch, encoder=encoder, encoder_depth=encoder_depth,
+                encoder_weights=str(encoder_weights) if encoder_weights else None, loss=loss,
+                bin=bin_factor, normalize=normalize, patch_px=patch, val_overlap_px=overlap, epochs=epochs,
+                micrographs_per_batch=batch, repeats=repeats, lr=lr, lr_cnn=lr_cnn, lr_crf=lr_crf,
+                init=str(init) if init else None, early_stopping_patience=patience, seed=seed,
+                threads=threads,
+                crf=dict(kind=crf, solver=solver, iterations=crf_iterations, feature_source=feature_source))
+        run = train(cfg, dataset, output, split=split, resume=resume, progress=not no_progress)
+        summary = json.loads((run / "summary.json").read_text())
+        typer.echo(f"best epoch {summary['best_epoch']}: val IoU {summary['best_val_iou']:.4f}, "
+                   f"F1 {summary['best_val_f1']:.4f}; run directory {run}")
+
+    @app.command("segment")
+    def segment(
+        run_dir: Path = typer.Argument(..., help="Training run directory."),
+        micrographs: list[Path] = typer.Argument(..., help="Micrograph files or folders."),
+        output: Path = typer.Option(..., "-o", "--output", help="Folder for the probability maps."),
+        pixel_size: float = typer.Option(None, "--pixel-size", help="Pixel size in Å (overrides headers)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Recompute existing maps."),
+        batch_size: int = typer.Option(8, "--batch-size", help="Patches per network call."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
+    ) -> None:
+        """Write a float16 foreground-probability map (MRC) per micrograph, at the original size."""
+        from crisp.predict import segment_files
+
+        written = segment_files(run_dir, micrographs, output, overwrite=overwrite, batch_size=batch_size,
+                                pixel_size=pixel_size, progress=not no_progress)
+        typer.echo(f"{len(written)} probability maps in {output}")
+
+    @app.command("evaluate")
+    def evaluate(
+        prob_dir: Path = typer.Argument(..., help="Folder of probability maps (crisp segment)."),
+        dataset: Path = typer.Argument(..., help="Dataset folder with the true masks."),
+        subset: str = typer.Option("test", "--subset", help="train | val | test | all."),
+        threshold: float = typer.Option(0.5, "--threshold", help="Foreground where p >= threshold."),
+        output: Path = typer.Option(None, "-o", "--output", help="Write the metrics as JSON."),
+    ) -> None:
+        """Pixel IoU, precision, recall, accuracy and F1 of probability maps against true masks."""
+        from crisp.atomic import write_text_atomic
+        from crisp.metrics.pixel import evaluate_folder
+
+        table, pooled = evaluate_folder(prob_dir, dataset, subset=subset, threshold=threshold)
+        cols = ["micrograph", "iou", "precision", "recall", "accuracy", "f1"]
+        typer.echo(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        typer.echo("pooled: " + ", ".join(f"{k} {pooled[k]:.4f}" for k in cols[1:]))
+        if output is not None:
+            data = {"subset": subset, "threshold": threshold, "pooled": pooled,
+                    "per_micrograph": table.to_dict("records")}
+            write_text_atomic(output, json.dumps(data, indent=2) + "\n")
+            typer.echo(f"wrote {output}")

@@ -1,0 +1,121 @@
+"""Pixel-level segmentation metrics: IoU, precision, recall, accuracy, F1 (segmentation_models.pytorch).
+
+Predictions are probability maps (or 0/1 masks), binarised at ``threshold`` (``p >= threshold`` is
+foreground, as :func:`segmentation_models_pytorch.metrics.get_stats` does); truths are 0/1 masks.
+Per micrograph metrics use that micrograph's pixels; pooled ("micro") metrics sum the true/false
+positives/negatives over all micrographs first, so large micrographs weigh more.
+Empty cases follow smp's ``zero_division=1.0`` convention (e.g. IoU = 1 when both masks are empty).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from crisp.errors import CrispError
+
+METRICS = ("iou", "precision", "recall", "accuracy", "f1")
+
+
+def _stats(pred: np.ndarray, truth: np.ndarray, threshold: float):
+    import segmentation_models_pytorch as smp
+    import torch
+
+    output = torch.from_numpy(np.ascontiguousarray(pred, dtype=np.float32))[None, None]
+    target = torch.from_numpy((np.asarray(truth) > 0).astype(np.int64))[None, None]
+    return smp.metrics.get_stats(output, target, mode="binary", threshold=threshold)
+
+
+def _scores(tp, fp, fn, tn, reduction):
+    import segmentation_models_pytorch as smp
+
+    funcs = {"iou": smp.metrics.iou_score, "precision": smp.metrics.precision,
+             "recall": smp.metrics.recall, "accuracy": smp.metrics.accuracy, "f1": smp.metrics.f1_score}
+    return {name: f(tp, fp, fn, tn, reduction=reduction, zero_division=1.0) for name, f in funcs.items()}
+
+
+def pixel_metrics(pred_masks: Mapping[str, np.ndarray], true_masks: Mapping[str, np.ndarray],
+                  threshold: float = 0.5) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Pixel metrics per micrograph and pooled over the set.
+
+    Parameters
+    ----------
+    pred_masks
+        Name -> predicted probability map or 0/1 mask ``[H, W]``.
+    true_masks
+        Name -> true 0/1 mask of the same shape; every predicted name must be present.
+    threshold
+        Foreground where ``pred >= threshold``.
+
+    Returns
+    -------
+    per_micrograph : pandas.DataFrame
+        One row per name (sorted): ``micrograph``, ``iou``, ``precision``, ``recall``, ``accuracy``,
+        ``f1``, ``tp``, ``fp``, ``fn``, ``tn``.
+    pooled : dict
+        The same metrics computed from the summed counts, plus ``micrographs`` and the counts.
+    """
+    import torch
+
+    names = sorted(pred_masks)
+    if not names:
+        raise CrispError("no predictions to evaluate")
+    stats = []
+    for name in names:
+        if name not in true_masks:
+            raise CrispError(f"no true mask for micrograph '{name}'")
+        pred, truth = np.asarray(pred_masks[name]), np.asarray(true_masks[name])
+        if pred.shape != truth.shape:
+            raise CrispError(f"micrograph '{name}': prediction shape {pred.shape} differs from the "
+                             f"mask's {truth.shape}")
+        stats.append(_stats(pred, truth, threshold))
+    tp, fp, fn, tn = (torch.cat([s[i] for s in stats]) for i in range(4))
+    per = _scores(tp, fp, fn, tn, reduction="none")
+    table = pd.DataFrame({"micrograph": names})
+    for key, values in per.items():
+        table[key] = values.flatten().double().numpy()
+    for key, values in zip(("tp", "fp", "fn", "tn"), (tp, fp, fn, tn), strict=True):
+        table[key] = values.flatten().numpy().astype(np.int64)
+    sums = [v.sum().reshape(1, 1) for v in (tp, fp, fn, tn)]
+    pooled = {key: float(value) for key, value in _scores(*sums, reduction="micro").items()}
+    pooled["micrographs"] = len(names)
+    pooled.update({key: int(v) for key, v in zip(("tp", "fp", "fn", "tn"), sums, strict=True)})
+    return table, pooled
+
+
+def evaluate_folder(prob_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[str],
+                    subset: str | None = "test", threshold: float = 0.5) -> tuple[pd.DataFrame, dict]:
+    """Score probability maps ``PROB_DIR/NAME.mrc`` against ``DATASET/masks/NAME.mrc``.
+
+    ``subset`` names a list of the dataset's ``split.yaml`` (``None`` or ``"all"``: every micrograph
+    with a probability map). A micrograph of the subset without a map is an error.
+    """
+    from crisp.dataset import DatasetFolder, read_split
+    from crisp.io.micrographs import read_micrograph
+
+    prob_dir = Path(prob_dir)
+    if not prob_dir.is_dir():
+        raise CrispError("probability-map folder not found", prob_dir)
+    folder = DatasetFolder.open(dataset_dir)
+    if subset in (None, "all"):
+        names = sorted(p.stem for p in prob_dir.glob("*.mrc"))
+    else:
+        if not folder.split_file.is_file():
+            raise CrispError("no split.yaml: pass --subset all or run `crisp split`", folder.root)
+        names = read_split(folder.split_file).subset(subset)
+    if not names:
+        raise CrispError(f"nothing to evaluate (subset '{subset}' is empty)", prob_dir)
+    preds, truths = {}, {}
+    for name in names:
+        prob_path = prob_dir / f"{name}.mrc"
+        if not prob_path.is_file():
+            raise CrispError(f"no probability map for micrograph '{name}'", prob_path)
+        if not folder.mask(name).is_file():
+            raise CrispError(f"no true mask for micrograph '{name}'", folder.mask(name))
+        preds[name] = read_micrograph(prob_path).data
+        truths[name] = read_micrograph(folder.mask(name)).data
+    return pixel_metrics(preds, truths, threshold)

@@ -1,0 +1,298 @@
+"""Model zoo: segmentation architectures, encoders and losses of segmentation_models.pytorch by name.
+
+Every network has one input channel (the normalised micrograph) and two output classes
+(background 0, particle 1) with per-class logits, as the dense CRF needs them. Nothing is ever
+downloaded: encoders start from random weights unless a local state-dict file is given
+(:func:`load_encoder_weights`).
+
+Names are case-insensitive; ``unet++`` / ``unetplusplus``, ``deeplabv3+`` / ``deeplabv3plus`` and
+``fpn`` etc. are accepted. Encoders are smp's own names (``resnet18``, ``efficientnet-b5``, ...)
+or any timm model as ``tu-NAME`` (e.g. ``tu-mobilenetv3_small_100``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+from crisp.errors import CrispError
+
+# never let huggingface_hub / timm reach the network
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+IN_CHANNELS = 1
+NUM_CLASSES = 2
+
+#: alias -> smp architecture key (smp's MODEL_ARCHITECTURES_MAPPING keys are lower-case class names)
+ARCH_ALIASES = {
+    "unet++": "unetplusplus",
+    "unet-plus-plus": "unetplusplus",
+    "unetpp": "unetplusplus",
+    "deeplabv3+": "deeplabv3plus",
+    "deeplab-v3+": "deeplabv3plus",
+    "deeplab": "deeplabv3",
+}
+
+#: encoders whose parameter counts ``crisp models`` shows without ``--counts``
+CURATED_ENCODERS = (
+    "resnet18", "resnet34", "resnet50", "efficientnet-b0", "efficientnet-b5",
+    "timm-efficientnet-b0", "mobilenet_v2", "tu-mobilenetv3_small_100", "tu-resnet18",
+)
+
+#: architectures whose decoder takes a ``decoder_channels`` list of length ``encoder_depth``
+_DECODER_CHANNELS_BY_DEPTH = {"unet": (256, 128, 64, 32, 16), "unetplusplus": (256, 128, 64, 32, 16),
+                              "manet": (256, 128, 64, 32, 16)}
+
+LOSS_NAMES = ("dice", "jaccard", "tversky", "lovasz", "cross-entropy", "focal")
+_LOSS_ALIASES = {"ce": "cross-entropy", "crossentropy": "cross-entropy", "cross_entropy": "cross-entropy",
+                 "iou": "jaccard"}
+
+
+def _smp():
+    import segmentation_models_pytorch as smp
+
+    return smp
+
+
+def architecture_names() -> list[str]:
+    """Canonical (lower-case) names of every smp architecture installed."""
+    return sorted(_smp().MODEL_ARCHITECTURES_MAPPING)
+
+
+def resolve_architecture(name: str) -> str:
+    """Canonical smp key of architecture ``name`` (case-insensitive, aliases allowed)."""
+    key = name.strip().lower().replace("_", "")
+    key = ARCH_ALIASES.get(key, key)
+    names = architecture_names()
+    if key not in names:
+        aliases = ", ".join(sorted(ARCH_ALIASES))
+        raise CrispError(f"unknown architecture '{name}'; choose one of: {', '.join(names)} "
+                         f"(aliases: {aliases})")
+    return key
+
+
+def encoder_names() -> list[str]:
+    """smp's own encoder names (any timm model is also accepted as ``tu-NAME``)."""
+    return sorted(_smp().encoders.get_encoder_names())
+
+
+def _check_encoder(name: str) -> None:
+    if name.startswith("tu-"):
+        import timm
+
+        model = name[3:].split(".")[0]
+        if not timm.list_models(model):
+            raise CrispError(f"unknown timm encoder '{name}' (no timm model named '{model}'); "
+                             "see `timm.list_models()` for names")
+        return
+    if name not in encoder_names():
+        raise CrispError(f"unknown encoder '{name}'; choose one of: {', '.join(encoder_names())}, "
+                         "or any timm model as 'tu-NAME'")
+
+
+def build_model(arch: str, encoder: str, *, encoder_depth: int | None = None,
+                encoder_weights: str | os.PathLike[str] | None = None,
+                arch_params: dict[str, Any] | None = None):
+    """Create an smp segmentation model with 1 input channel and 2 output classes (logits).
+
+    Parameters
+    ----------
+    arch
+        Architecture name (see :func:`architecture_names`), case-insensitive, aliases allowed.
+    encoder
+        smp encoder name or ``tu-<timm model>``.
+    encoder_depth
+        Number of encoder stages (default: the architecture's own). For Unet, Unet++ and MAnet
+        the decoder channels are cut to the same length automatically.
+    encoder_weights
+        Path of a local state-dict file for the encoder (see :func:`load_encoder_weights`);
+        ``None`` (default) keeps random weights. Nothing is downloaded.
+    arch_params
+        Further keyword arguments of the smp architecture (e.g. ``decoder_attention_type``).
+
+    Raises
+    ------
+    CrispError
+        Unknown architecture or encoder, or a combination smp rejects.
+    """
+    key = resolve_architecture(arch)
+    _check_encoder(encoder)
+    kwargs: dict[str, Any] = dict(arch_params or {})
+    if encoder_depth is not None:
+        kwargs["encoder_depth"] = int(encoder_depth)
+        if key in _DECODER_CHANNELS_BY_DEPTH and "decoder_channels" not in kwargs:
+            kwargs["decoder_channels"] = _DECODER_CHANNELS_BY_DEPTH[key][-int(encoder_depth):]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = _smp().create_model(key, encoder_name=encoder, encoder_weights=None,
+                                        in_channels=IN_CHANNELS, classes=NUM_CLASSES, **kwargs)
+    except (KeyError, ValueError, RuntimeError, AssertionError, TypeError, AttributeError) as err:
+        raise CrispError(f"architecture '{arch}' cannot be built with encoder '{encoder}' "
+                         f"and options {kwargs}: {err}") from None
+    if encoder_weights is not None:
+        load_encoder_weights(model, encoder_weights)
+    return model
+
+
+def load_encoder_weights(model, path: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """Load a local state-dict file into ``model.encoder`` (non-strict) and report what matched.
+
+    A 3-channel first convolution in the file is adapted to the single input channel by summing
+    over its input channels. Keys may carry an ``encoder.`` prefix (a whole smp model's state dict)
+    or none (an encoder's state dict). Tensors whose shapes do not match are skipped.
+
+    Returns
+    -------
+    dict
+        ``missing`` (encoder keys not in the file), ``unexpected`` (file keys not in the encoder)
+        and ``mismatched`` (keys whose shapes differ), each a list of key names.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CrispError("encoder weights file not found", path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise CrispError(f"not a readable PyTorch state-dict file ({err})", path) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CrispError("expected a state dict (a mapping of names to tensors)", path)
+    if any(k.startswith("encoder.") for k in state):
+        state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    own = model.encoder.state_dict()
+    adapted, mismatched = {}, []
+    for key, value in state.items():
+        if key not in own or not hasattr(value, "shape"):
+            adapted[key] = value
+            continue
+        target = own[key]
+        if (value.ndim == 4 and target.ndim == 4 and value.shape[1] == 3 and target.shape[1] == 1
+                and value.shape[0] == target.shape[0] and value.shape[2:] == target.shape[2:]):
+            value = value.sum(dim=1, keepdim=True)
+        if value.shape != target.shape:
+            mismatched.append(key)
+            continue
+        adapted[key] = value
+    # torch's own loader: some smp encoders override load_state_dict and return nothing
+    result = torch.nn.Module.load_state_dict(model.encoder, adapted, strict=False)
+    report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys),
+              "mismatched": mismatched}
+    if len(report["missing"]) == len(own):
+        raise CrispError("no encoder weights matched the model's encoder (wrong encoder name?)", path)
+    if report["missing"] or report["unexpected"] or mismatched:
+        warnings.warn(f"{path}: encoder weights loaded non-strictly: {len(report['missing'])} missing, "
+                      f"{len(report['unexpected'])} unexpected, {len(mismatched)} shape-mismatched keys",
+                      stacklevel=2)
+    return report
+
+
+def parameter_count(module) -> int:
+    """Number of parameters of a torch module."""
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+def encoder_parameter_count(name: str, depth: int = 5) -> int:
+    """Parameter count of encoder ``name`` built with random weights and 1 input channel."""
+    _check_encoder(name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            enc = _smp().encoders.get_encoder(name, in_channels=IN_CHANNELS, depth=depth, weights=None)
+    except Exception as err:  # noqa: BLE001 - report any construction failure
+        raise CrispError(f"encoder '{name}' cannot be built: {err}") from None
+    return parameter_count(enc)
+
+
+# ------------------------------------------------------------------------------------------ losses
+def _resolve_loss(name: str) -> str:
+    key = name.strip().lower()
+    key = _LOSS_ALIASES.get(key, key)
+    if key not in LOSS_NAMES:
+        raise CrispError(f"unknown loss '{name}'; choose one of: {', '.join(LOSS_NAMES)}")
+    return key
+
+
+def single_loss(name: str, **params: Any):
+    """One loss module by name, multiclass mode on ``[B, 2, H, W]`` logits and ``[B, H, W]`` labels.
+
+    ``tversky`` takes ``alpha`` and ``beta``; ``focal`` ``alpha`` and ``gamma``; the others smp's own
+    keyword arguments. ``cross-entropy`` is torch's :class:`~torch.nn.CrossEntropyLoss`.
+    """
+    import torch
+
+    smp = _smp()
+    key = _resolve_loss(name)
+    mode = smp.losses.MULTICLASS_MODE
+    factories = {
+        "dice": lambda: smp.losses.DiceLoss(mode, **params),
+        "jaccard": lambda: smp.losses.JaccardLoss(mode, **params),
+        "tversky": lambda: smp.losses.TverskyLoss(mode, **params),
+        "lovasz": lambda: smp.losses.LovaszLoss(mode, **params),
+        "focal": lambda: smp.losses.FocalLoss(mode, **params),
+        "cross-entropy": lambda: torch.nn.CrossEntropyLoss(**params),
+    }
+    try:
+        return factories[key]()
+    except TypeError as err:
+        raise CrispError(f"bad parameters {params} for loss '{name}': {err}") from None
+
+
+_TERM = re.compile(r"^\s*(?:([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?([A-Za-z][A-Za-z0-9_\-]*)\s*$")
+
+
+def parse_loss_spec(spec: str | list | dict) -> list[dict[str, Any]]:
+    """Normalise a loss specification to a list of ``{name, weight, params}`` terms.
+
+    Accepted: ``"dice"``, ``"dice+0.5*focal"``, a dict ``{name, weight, params}`` or a list of them.
+    """
+    if isinstance(spec, dict):
+        spec = [spec]
+    if isinstance(spec, str):
+        terms = []
+        for part in spec.split("+"):
+            match = _TERM.match(part)
+            if not match:
+                raise CrispError(f"cannot parse loss '{spec}' (expected e.g. 'dice' or 'dice+0.5*focal')")
+            weight = float(match.group(1)) if match.group(1) else 1.0
+            terms.append({"name": _resolve_loss(match.group(2)), "weight": weight, "params": {}})
+        return terms
+    terms = []
+    for item in spec:
+        if not isinstance(item, dict) or "name" not in item:
+            raise CrispError(f"loss terms must be mappings with a 'name' (got {item!r})")
+        extra = set(item) - {"name", "weight", "params"}
+        if extra:
+            raise CrispError(f"unknown keys {sorted(extra)} in loss term {item!r}")
+        terms.append({"name": _resolve_loss(item["name"]), "weight": float(item.get("weight", 1.0)),
+                      "params": dict(item.get("params") or {})})
+    if not terms:
+        raise CrispError("empty loss specification")
+    return terms
+
+
+def build_loss(spec: str | list | dict):
+    """A callable ``loss(logits [B, 2, H, W], labels [B, H, W] long) -> scalar``: a weighted sum."""
+    import torch
+
+    terms = parse_loss_spec(spec)
+
+    class WeightedLoss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.terms = torch.nn.ModuleList(single_loss(t["name"], **t["params"]) for t in terms)
+            self.weights = [t["weight"] for t in terms]
+
+        def forward(self, logits, labels):
+            total = 0.0
+            for weight, term in zip(self.weights, self.terms, strict=True):
+                total = total + weight * term(logits, labels)
+            return total
+
+    return WeightedLoss()

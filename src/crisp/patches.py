@@ -1,0 +1,157 @@
+"""Training data for the segmentation network: binned, normalised micrographs and random patches.
+
+Micrographs and masks are loaded once. Images are binned by Fourier cropping
+(:func:`crisp.preprocess.fourier_bin`) and normalised per micrograph
+(:func:`crisp.preprocess.normalize`). Masks are binned through the *same* operation (the mask as
+float, Fourier-cropped, thresholded at 0.5), so a binned mask lies on exactly the binned image's
+pixel grid whatever convention the binning uses.
+
+Patches are square, ``patch_px`` pixels of the binned image, at uniformly random positions,
+augmented by random horizontal/vertical flips and 90-degree rotations. The random generator of
+item ``i`` in epoch ``e`` is seeded with ``(seed, e, i)``, so runs are reproducible and each
+epoch sees new patches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from crisp.dataset import DatasetFolder
+from crisp.errors import CrispError
+from crisp.io.micrographs import read_micrograph
+
+
+def bin_image(image: np.ndarray, factor: int) -> np.ndarray:
+    """Fourier-bin ``image`` by an integer ``factor`` (1: a float32 copy)."""
+    image = np.asarray(image, dtype=np.float32)
+    if factor == 1:
+        return image.copy()
+    from crisp.preprocess import fourier_bin
+
+    return np.asarray(fourier_bin(image, factor), dtype=np.float32)
+
+
+def bin_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """Bin a 0/1 mask on the same grid as :func:`bin_image`: Fourier-crop, threshold 0.5, uint8."""
+    mask = np.asarray(mask)
+    if factor == 1:
+        return (mask > 0).astype(np.uint8)
+    return (bin_image((mask > 0).astype(np.float32), factor) > 0.5).astype(np.uint8)
+
+
+def normalize_image(image: np.ndarray, method: str) -> np.ndarray:
+    """Per-micrograph normalisation (``"gmm"``, ``"zscore"`` or ``"none"``), float32."""
+    if method == "none":
+        return np.asarray(image, dtype=np.float32)
+    from crisp.preprocess import normalize
+
+    return np.asarray(normalize(image, method=method), dtype=np.float32)
+
+
+def prepare_image(image: np.ndarray, factor: int, method: str) -> np.ndarray:
+    """Bin then normalise a micrograph, as the network sees it in training and inference."""
+    return normalize_image(bin_image(image, factor), method)
+
+
+@dataclass
+class Sample:
+    """One micrograph as the network sees it: binned, normalised image and binned mask."""
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+
+
+def load_samples(folder: DatasetFolder, names: list[str], factor: int, method: str,
+                 progress: bool = False) -> list[Sample]:
+    """Load, bin and normalise micrographs ``names`` of ``folder`` with their masks."""
+    from tqdm import tqdm
+
+    samples = []
+    for name in tqdm(names, desc="loading micrographs", disable=not progress, leave=False):
+        mic_path, mask_path = folder.micrograph(name), folder.mask(name)
+        if not mic_path.is_file():
+            raise CrispError(f"micrograph '{name}' of the split is missing", mic_path)
+        if not mask_path.is_file():
+            raise CrispError(f"mask of micrograph '{name}' is missing", mask_path)
+        image = read_micrograph(mic_path).data
+        mask = read_micrograph(mask_path).data
+        if mask.shape != image.shape:
+            raise CrispError(f"mask shape {mask.shape} differs from the micrograph's {image.shape}",
+                             mask_path)
+        samples.append(Sample(name, prepare_image(image, factor, method), bin_mask(mask, factor)))
+    return samples
+
+
+def _pad_to(array: np.ndarray, size: int) -> np.ndarray:
+    pad_y, pad_x = max(0, size - array.shape[0]), max(0, size - array.shape[1])
+    if pad_y or pad_x:
+        array = np.pad(array, ((0, pad_y), (0, pad_x)), mode="reflect" if min(array.shape) > 1 else "edge")
+    return array
+
+
+def random_patches(image: np.ndarray, mask: np.ndarray, patch_px: int, count: int,
+                   rng: np.random.Generator, augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` random square patches of ``image`` and ``mask`` with flips and 90-degree rotations.
+
+    Images smaller than a patch are padded by reflection. Returns float32 ``[count, 1, P, P]`` and
+    int64 ``[count, P, P]``.
+    """
+    image, mask = _pad_to(image, patch_px), _pad_to(mask, patch_px)
+    ny, nx = image.shape
+    images = np.empty((count, 1, patch_px, patch_px), np.float32)
+    masks = np.empty((count, patch_px, patch_px), np.int64)
+    for k in range(count):
+        y0 = int(rng.integers(0, ny - patch_px + 1))
+        x0 = int(rng.integers(0, nx - patch_px + 1))
+        img = image[y0:y0 + patch_px, x0:x0 + patch_px]
+        msk = mask[y0:y0 + patch_px, x0:x0 + patch_px]
+        if augment:
+            turns = int(rng.integers(0, 4))
+            flip_y, flip_x = bool(rng.integers(0, 2)), bool(rng.integers(0, 2))
+            img, msk = np.rot90(img, turns), np.rot90(msk, turns)
+            if flip_y:
+                img, msk = img[::-1], msk[::-1]
+            if flip_x:
+                img, msk = img[:, ::-1], msk[:, ::-1]
+        images[k, 0] = img
+        masks[k] = msk
+    return images, masks
+
+
+class PatchDataset:
+    """A map-style dataset: item ``i`` = ``patches_per_micrograph`` patches of one micrograph.
+
+    Its length is ``len(samples) * repeats``. Call :meth:`set_epoch` before each epoch; item ``i``
+    of epoch ``e`` draws its patches from ``np.random.default_rng((seed, e, i))``.
+    A DataLoader batch of ``B`` items has images ``[B, K, 1, P, P]`` and masks ``[B, K, P, P]``.
+    """
+
+    def __init__(self, samples: list[Sample], patch_px: int, patches_per_micrograph: int = 4,
+                 seed: int = 0, repeats: int = 1, augment: bool = True) -> None:
+        if not samples:
+            raise CrispError("no training micrographs")
+        self.samples = samples
+        self.patch_px = int(patch_px)
+        self.count = int(patches_per_micrograph)
+        self.seed = int(seed)
+        self.repeats = int(repeats)
+        self.augment = augment
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.repeats
+
+    def __getitem__(self, index: int):
+        import torch
+
+        sample = self.samples[index % len(self.samples)]
+        rng = np.random.default_rng((self.seed, self.epoch, int(index)))
+        images, masks = random_patches(sample.image, sample.mask, self.patch_px, self.count, rng,
+                                       self.augment)
+        return torch.from_numpy(images), torch.from_numpy(masks)

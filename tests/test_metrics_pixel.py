@@ -1,0 +1,84 @@
+"""Pixel metrics against a hand-computed case."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from crisp.dataset import Split, write_split
+from crisp.errors import CrispError
+from crisp.io.micrographs import write_mrc
+from crisp.metrics.pixel import evaluate_folder, pixel_metrics
+
+
+def _case():
+    # micrograph a: 4x4, truth has 4 foreground pixels, prediction 3 of them + 2 false positives
+    truth_a = np.zeros((4, 4), np.uint8)
+    truth_a[0, :4] = 1
+    pred_a = np.zeros((4, 4), np.float32)
+    pred_a[0, :3] = 0.9          # tp = 3
+    pred_a[0, 3] = 0.49          # fn = 1 (below threshold)
+    pred_a[3, 0:2] = 0.5         # fp = 2 (p >= threshold counts as foreground)
+    # micrograph b: 2x5, truth 2 pixels, prediction exact
+    truth_b = np.zeros((2, 5), np.uint8)
+    truth_b[1, 1:3] = 1
+    pred_b = truth_b.astype(np.float32)
+    return {"a": pred_a, "b": pred_b}, {"a": truth_a, "b": truth_b}
+
+
+def test_hand_computed_case():
+    preds, truths = _case()
+    table, pooled = pixel_metrics(preds, truths)
+    a = table.set_index("micrograph").loc["a"]
+    # a: tp 3, fp 2, fn 1, tn 10
+    assert (a.tp, a.fp, a.fn, a.tn) == (3, 2, 1, 10)
+    assert a.iou == pytest.approx(3 / 6)
+    assert a.precision == pytest.approx(3 / 5)
+    assert a.recall == pytest.approx(3 / 4)
+    assert a.f1 == pytest.approx(2 * 3 / (2 * 3 + 2 + 1))
+    assert a.accuracy == pytest.approx(13 / 16)
+    b = table.set_index("micrograph").loc["b"]
+    assert b.iou == 1.0 and b.f1 == 1.0 and b.accuracy == 1.0
+    # pooled (micro): tp 5, fp 2, fn 1, tn 18
+    assert pooled["iou"] == pytest.approx(5 / 8)
+    assert pooled["precision"] == pytest.approx(5 / 7)
+    assert pooled["recall"] == pytest.approx(5 / 6)
+    assert pooled["f1"] == pytest.approx(10 / 13)
+    assert pooled["accuracy"] == pytest.approx(23 / 26)
+    assert pooled["micrographs"] == 2
+
+
+def test_threshold_changes_result():
+    preds, truths = _case()
+    _, pooled = pixel_metrics(preds, truths, threshold=0.45)  # 0.49 becomes a true positive
+    assert pooled["recall"] == pytest.approx(1.0)
+
+
+def test_shape_mismatch_and_missing_truth():
+    with pytest.raises(CrispError, match="shape"):
+        pixel_metrics({"a": np.zeros((3, 3))}, {"a": np.zeros((3, 4))})
+    with pytest.raises(CrispError, match="no true mask"):
+        pixel_metrics({"a": np.zeros((3, 3))}, {})
+
+
+def test_evaluate_folder_and_cli(tmp_path):
+    from crisp.cli import main
+
+    preds, truths = _case()
+    ds, probs = tmp_path / "ds", tmp_path / "probs"
+    for name in preds:
+        write_mrc(ds / "micrographs" / f"{name}.mrc", np.zeros_like(preds[name]), pixel_size=1.0)
+        write_mrc(ds / "masks" / f"{name}.mrc", truths[name])
+        write_mrc(probs / f"{name}.mrc", preds[name], dtype=np.float16)
+    write_split(ds / "split.yaml", Split(train=[], val=[], test=["a", "b"], seed=0))
+    _, pooled = evaluate_folder(probs, ds, subset="test")
+    assert pooled["iou"] == pytest.approx(5 / 8)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", str(probs), str(ds), "--subset", "test", "-o", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["pooled"]["f1"] == pytest.approx(10 / 13)
+    assert [r["micrograph"] for r in data["per_micrograph"]] == ["a", "b"]
+    (probs / "b.mrc").unlink()
+    assert main(["evaluate", str(probs), str(ds)]) == 2
