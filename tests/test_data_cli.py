@@ -32,6 +32,7 @@ def test_simulate_writes_a_dataset_folder(dataset):
     assert len(truth) == 5
     text = (dataset / "simulation.yaml").read_text()
     assert "seed: 7" in text and "width_px: 256" in text
+    assert (dataset / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_simulate_rerun_is_a_no_op(dataset, capsys):

@@ -60,6 +60,7 @@ from crisp.errors import CrispError
 from crisp.io.micrographs import write_mrc
 
 SIMULATION_FILE = "simulation.yaml"
+PREVIEW_FILE = "preview.png"
 REFERENCE_MAP = "reference_map.mrc"
 THRESHOLDS = ("li", "otsu", "yen", "triangle", "isodata", "mean", "minimum")
 PHANTOM_PATTERN = re.compile(r"^(?:(c|d)(\d+)|(t|o|i)|(asym|legacy))$")
@@ -683,12 +684,58 @@ def _check_resumable(path: Path, record: dict[str, Any]) -> None:
                          f"({', '.join(diff)}); use another output folder", path)
 
 
+def plot_preview(dataset: str | os.PathLike[str], name: str, path: str | os.PathLike[str],
+                 max_size: int = 1024) -> Path:
+    """PNG of one simulated micrograph: as written; low-passed with the mask outlined and the true
+    centres marked; the instance map. Reads the dataset's files, so it works on any finished folder."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from crisp.atomic import atomic_path
+    from crisp.dataset import DatasetFolder
+    from crisp.io.coordinates import read_coordinates
+    from crisp.io.micrographs import read_micrograph
+    from crisp.preprocess import lowpass
+    from crisp.report import block_mean, display_image
+
+    folder = DatasetFolder(Path(dataset))
+    noisy = read_micrograph(folder.micrograph(name)).data
+    mask = read_micrograph(folder.mask(name)).data
+    instances = read_micrograph(folder.instances(name)).data
+    truth = read_coordinates(folder.coordinates(name))
+    shown, factor = display_image(noisy, max_size)
+    smooth, _ = display_image(lowpass(noisy, sigma_px=2.0 * factor), max_size)
+    f = int(factor)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.3))
+    axes[0].imshow(shown, cmap="gray")
+    axes[0].set_title(f"{name} (as written)", fontsize=9)
+    axes[1].imshow(smooth, cmap="gray")
+    axes[1].contour(block_mean(mask, f), levels=[0.5], colors=["#2ca02c"], linewidths=0.7)
+    axes[1].plot(truth["rlnCoordinateX"] / factor, truth["rlnCoordinateY"] / factor, "+", color="#d62728",
+                 markersize=6)
+    axes[1].set_title("low-passed; green: mask, red: true centres", fontsize=9)
+    axes[2].imshow(np.ma.masked_equal(instances[::f, ::f], 0), cmap="tab20", interpolation="nearest")
+    axes[2].set_title(f"instances (1..{int(instances.max())})", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
 def simulate_dataset(out_dir: str | os.PathLike[str], config: SimulationConfig,
-                     progress: bool = True) -> list[str]:
+                     progress: bool = True, preview: bool = False) -> list[str]:
     """Simulate ``config.count`` micrographs into the dataset folder ``out_dir``.
 
     Everything is validated (settings, map, defocus file, room for the particles) before anything
     is written. Micrographs whose files all exist are skipped, so an interrupted run resumes.
+
+    With ``preview``, ``preview.png`` (:func:`plot_preview` of the first micrograph) is written when
+    absent.
 
     Returns
     -------
@@ -729,4 +776,6 @@ def simulate_dataset(out_dir: str | os.PathLike[str], config: SimulationConfig,
             continue
         sim = simulate_micrograph(reference, config, index, table)
         write_simulated(folder, sim, config.pixel_size, config.save_clean)
+    if preview and not (out / PREVIEW_FILE).exists():
+        plot_preview(out, names[0], out / PREVIEW_FILE)
     return names

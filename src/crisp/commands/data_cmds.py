@@ -79,6 +79,8 @@ def register(app: typer.Typer) -> None:
                                                help="Also write the noise-free micrographs."),
         seed: int | None = typer.Option(None, "--seed", help="Master seed (0)."),
         prefix: str | None = typer.Option(None, "--prefix", help="Micrograph name prefix (synth)."),
+        preview: bool = typer.Option(True, "--preview/--no-preview", help="Write preview.png of the "
+                                     "first micrograph (mask outline, true centres, instances)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Simulate micrographs with pixel-level labels and true coordinates (a dataset folder)."""
@@ -110,7 +112,7 @@ def register(app: typer.Typer) -> None:
         }
         values.update({k: v for k, v in options.items() if v is not None})
         cfg = make_config(preset, **values)
-        names = simulate_dataset(out, cfg, progress=not quiet)
+        names = simulate_dataset(out, cfg, progress=not quiet, preview=preview)
         typer.echo(f"{len(names)} micrographs in {out} ({cfg.width_px} x {cfg.height_px} px, "
                    f"{cfg.pixel_size} Å/px, seed {cfg.seed})")
 
