@@ -90,6 +90,6 @@ FINDER = Finder(
     name="contour",
     function=find_contour,
     params_model=ContourParams,
-    grid={"threshold": [0.3, 0.5, 0.7], "erosion_fraction": [0.1, 0.3, 0.5]},
+    grid={"threshold": [0.3, 0.5, 0.7], "erosion_fraction": [0.2, 0.35, 0.5]},
     summary="threshold, erosion, contours, area band, minimal enclosing circle (OpenCV)",
 )

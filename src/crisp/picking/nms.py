@@ -35,7 +35,7 @@ class GridNmsParams(FinderParams):
     iou_threshold: float = Field(0.3, ge=0, le=1, description="box IoU above which the lower is dropped")
     sigma_fraction: float = Field(0.2, gt=0, le=1, description="Gaussian sigma / diameter")
     min_score: float = Field(0.2, ge=0, le=1, description="candidates scoring below are dropped")
-    target_diameter_px: float = Field(16.0, ge=4, description="diameter after internal downscaling")
+    target_diameter_px: float = Field(12.0, ge=4, description="diameter after internal downscaling")
 
 
 def box_iou_pairs(x: np.ndarray, y: np.ndarray, side: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -174,6 +174,8 @@ FINDER = Finder(
     name="grid-nms",
     function=find_grid_nms,
     params_model=GridNmsParams,
-    grid={"cell_fraction": [0.25, 0.5, 1.0], "iou_threshold": [0.1, 0.3, 0.5]},
+    # sigma: window size (small keeps crowded particles apart, large localises noisy blobs better);
+    # the cell size hardly matters once candidates climb to their maxima, so it is not tuned
+    grid={"sigma_fraction": [0.1, 0.15, 0.2], "iou_threshold": [0.1, 0.3, 0.5]},
     summary="Gaussian-weighted score, best per grid cell, hill climbing, box NMS",
 )
