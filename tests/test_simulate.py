@@ -56,6 +56,16 @@ def test_every_true_centre_lies_inside_the_mask_and_its_own_instance(sim):
     assert 0.02 < sim.mask.mean() < 0.5
 
 
+def test_non_square_micrograph_keeps_x_as_column(reference, config):
+    cfg = config.model_copy(update={"width_px": 400, "height_px": 160, "particles": (5, 5)})
+    s = simulate_micrograph(reference, cfg, 2)
+    assert s.noisy.shape == s.mask.shape == s.instances.shape == (160, 400)
+    x = s.truth["rlnCoordinateX"].to_numpy().astype(int)
+    y = s.truth["rlnCoordinateY"].to_numpy().astype(int)
+    assert x.max() > 160  # some centre is beyond the height: x really is the column
+    assert np.array_equal(s.instances[y, x], np.arange(1, 6))
+
+
 def test_measured_snr_matches_request(reference, config):
     for snr in (0.005, 0.1):
         s = simulate_micrograph(reference, config.model_copy(update={"snr": snr}), 1)
