@@ -56,6 +56,17 @@ def _validation_maps(source: Path, names: list[str], micrographs: list[Path], su
     return out
 
 
+def _tuning_summary(table) -> str:
+    """The tuning table as text: finder, its grid setting in one column, the metrics."""
+    import json
+
+    setting = table["params"].map(lambda p: " ".join(f"{k}={v}" for k, v in json.loads(p).items()))
+    metrics = ["mAP", "AP50", "AP75", "precision", "recall", "F1", "best_threshold", "best_F1", "n_picks",
+               "n_truth", "seconds"]
+    shown = table[["finder"]].assign(setting=setting).join(table[metrics].round(4))
+    return shown.to_string(index=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's verbs to app."""
 
@@ -103,8 +114,7 @@ def register(app: typer.Typer) -> None:
         chosen = [f.strip() for f in finders.split(",") if f.strip()] if finders else None
         config, table = tune_picker(prob_maps, pd.concat(truth, ignore_index=True), diameter, finders=chosen)
         yaml_path, csv_path = write_tuning(config, table, output)
-        shown = table.drop(columns=["params"]).round(4)
-        typer.echo(shown.to_string(index=False))
+        typer.echo(_tuning_summary(table))
         typer.echo(f"best: {config.finder} {config.params} mAP {config.validation['mAP']:.4f}; "
                    f"F1-maximising threshold {config.threshold}")
         typer.echo(f"wrote {yaml_path} and {csv_path}")

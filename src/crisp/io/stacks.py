@@ -17,6 +17,12 @@ does: zero mean and unit standard deviation of the background, the pixels farthe
 ``bg_radius_px`` (default 0.75 * box / 2, RELION's default) from the centre, and optionally
 contrast-inverted (after normalisation, so the background stays at mean 0, std 1).
 
+Import: RELION resolves ``rlnImageName`` relative to its project folder, so run RELION jobs from
+``OUT`` (or import ``OUT/particles.star`` with ``OUT`` as the project folder); cryoSPARC's Import
+Particle Stack takes ``OUT/particles.star`` as the particle meta path and ``OUT/Particles`` as the
+particle data path, and links particles to imported exposures through ``rlnMicrographName`` (the
+micrograph path as given here).
+
 A rerun keeps a stack that already holds the expected number of images of the expected size
 (delete ``OUT`` to re-extract with other settings); ``particles.star`` is written last.
 """
