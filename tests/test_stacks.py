@@ -145,3 +145,27 @@ def test_threshold_resume_and_errors(micrograph_dir, tmp_path):
     lone = pd.DataFrame({M: ["m3.mrc"], X: [32.0], Y: [32.0]})
     with pytest.raises(CrispError, match="pixel size"):
         extract_particles(micrograph_dir, lone, tmp_path / "p3", BOX, progress=False)
+
+
+def test_real_particles_centred(real_data_dir, tmp_path):
+    # expert picks on a real micrograph: the mean extracted particle is centred in its box, and
+    # moving the picks along x (columns) moves it along x only (coordinate convention on real data)
+    from crisp.io.coordinates import read_coordinates
+
+    name = "Falcon_2012_06_12-14_33_35_0"
+    micrograph = real_data_dir / "images" / f"{name}.jpg"
+    truth = read_coordinates(real_data_dir / "coordinates" / f"{name}.star")
+    shifted = truth.assign(rlnCoordinateX=truth[X] + 12)
+    yy, xx = np.mgrid[:40, :40]
+    central = (xx - 20) ** 2 + (yy - 20) ** 2 < 15**2
+    centres = []
+    for label, picks in (("a", truth), ("b", shifted)):
+        result = extract_particles([micrograph], picks, tmp_path / label, 160, bin_factor=4, pixel_size=1.77,
+                                   progress=False)
+        assert result.n_particles + result.n_outside == len(picks)
+        mean = mrcfile.read(tmp_path / label / "Particles" / f"{name}.mrcs").mean(axis=0)
+        weight = np.abs(mean - np.median(mean)) * central
+        centres.append(((weight * xx).sum() / weight.sum(), (weight * yy).sum() / weight.sum()))
+    (cx, cy), (sx, sy) = centres
+    assert abs(cx - 20) < 1.0 and abs(cy - 20) < 1.0  # binned pixels (4 px of the micrograph)
+    assert sx < cx - 1.5 and abs(sy - cy) < 0.5  # picks 12 px (3 binned) to the right: particle moves left
