@@ -130,3 +130,56 @@ def test_best_f1_ties_cut_together():
     # cut 1: P=1, R=1/2, F1=2/3; cut 3: P=2/3, R=1, F1=0.8 -> keep all
     assert out["best_threshold"] == 0.5
     assert out["best_F1"] == pytest.approx(0.8)
+
+
+def brute_force_map(picks: pd.DataFrame, truth: pd.DataFrame, side: float) -> float:
+    """COCO-style greedy matching and all-point AP written out loop by loop."""
+    ranked = picks.sort_values(S, ascending=False, kind="stable").to_dict("records")
+    truths = truth.to_dict("records")
+    aps = []
+    for thr in IOU_THRESHOLDS:
+        used = set()
+        flags = []
+        for p in ranked:
+            best, best_iou = None, thr
+            for k, t in enumerate(truths):
+                if k in used or t[M] != p[M]:
+                    continue
+                inter = max(0.0, side - abs(p[X] - t[X])) * max(0.0, side - abs(p[Y] - t[Y]))
+                iou = inter / (2 * side * side - inter)
+                if iou >= best_iou:
+                    best, best_iou = k, iou
+            if best is not None:
+                used.add(best)
+            flags.append(best is not None)
+        # all-point interpolation: sum over recall steps of the best precision at >= that recall
+        tp = np.cumsum(flags)
+        precision = tp / np.arange(1, len(flags) + 1)
+        ap = 0.0
+        for i, is_tp in enumerate(flags):
+            if is_tp:
+                ap += max(precision[i:]) / len(truths)
+        aps.append(ap)
+    return float(np.mean(aps))
+
+
+def test_box_map_against_brute_force():
+    rng = np.random.default_rng(7)
+    for _ in range(15):
+        truth = pd.DataFrame({X: rng.uniform(0, 100, 12), Y: rng.uniform(0, 100, 12),
+                              M: rng.choice(["a", "b"], 12)})
+        jitter = rng.normal(0, 3, (12, 2))
+        picks = pd.DataFrame({X: truth[X] + jitter[:, 0], Y: truth[Y] + jitter[:, 1], M: truth[M]})
+        extra = pd.DataFrame({X: rng.uniform(0, 100, 6), Y: rng.uniform(0, 100, 6),
+                              M: rng.choice(["a", "b"], 6)})
+        picks = pd.concat([picks, extra], ignore_index=True).assign(**{S: rng.uniform(size=18)})
+        assert box_map(picks, truth, 15.0)["mAP"] == pytest.approx(brute_force_map(picks, truth, 15.0))
+
+
+def test_box_map_perfect_and_disjoint():
+    rng = np.random.default_rng(2)
+    truth = pd.DataFrame({X: np.arange(10) * 50.0, Y: rng.uniform(0, 500, 10), M: "a"})
+    perfect = truth.assign(**{S: rng.uniform(size=10)})
+    assert box_map(perfect, truth, 20)["mAP"] == pytest.approx(1.0)
+    moved = perfect.assign(**{X: perfect[X] + 20})  # boxes touch but do not overlap
+    assert box_map(moved, truth, 20)["mAP"] == 0.0
