@@ -62,6 +62,13 @@ def main() -> None:
             xy = confident[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
             recall = float(np.mean(cKDTree(xy).query(centres)[0] <= diameter / 4)) if len(xy) else 0.0
             rows.append((finder, diameter, len(centres), float(np.median(times)), len(confident), recall))
+    try:
+        import numba  # noqa: F401
+
+        engine = "numba"
+    except ImportError:
+        engine = "python"
+    print(f"{args.size} x {args.size} maps, median of {args.repeats} runs; trackpy engine: {engine}")
     print(f"{'finder':15s} {'diam px':>7s} {'true':>5s} {'s/map':>8s} {'picks>=0.5':>10s} {'recall':>7s}")
     for finder, diameter, n_true, seconds, n_picks, recall in rows:
         print(f"{finder:15s} {diameter:7.0f} {n_true:5d} {seconds:8.4f} {n_picks:10d} {recall:7.3f}")
