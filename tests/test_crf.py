@@ -15,6 +15,7 @@ from crisp.models.crf import (
     build_crf,
     normalise_guide,
     probability_histogram,
+    refine_probabilities,
     sparsemax,
 )
 
@@ -267,3 +268,54 @@ def test_cuda_matches_cpu():
     cpu = crf(logits, guide)
     gpu = crf.cuda()(logits.cuda(), guide.cuda()).cpu()
     torch.testing.assert_close(gpu, cpu, atol=1e-8, rtol=1e-6)
+
+
+def _ramp_map(height=64, width=300):
+    xx = np.mgrid[:height, :width][1]
+    return (0.3 + 0.4 * xx / width).astype(np.float32), np.zeros((height, width), np.float32)
+
+
+def test_refine_probabilities_tiles_without_seams():
+    # a smooth map and a flat micrograph: the appearance kernel acts as a wide spatial blur, whose
+    # missing neighbours at a tile border would show as a step
+    prob, image = _ramp_map()
+    cfg = CRFConfig(kind="crf", w_appearance=0.002, w_smoothness=0.0)
+    whole = refine_probabilities(prob, image, cfg, scale=8.0, tile=512)
+    tiled = refine_probabilities(prob, image, cfg, scale=8.0, tile=100)
+    abutted = refine_probabilities(prob, image, cfg, scale=8.0, tile=100, overlap=0)
+    max_step = float(np.abs(np.diff(whole, axis=1)).max())
+    assert np.abs(np.diff(tiled, axis=1)).max() <= 1.2 * max_step
+    assert np.abs(np.diff(abutted, axis=1)).max() > 2.0 * max_step  # the control does show seams
+    assert whole.shape == prob.shape and whole.dtype == np.float32
+
+
+def test_refine_probabilities_on_a_noisy_map():
+    rng = np.random.default_rng(0)
+    h, w = 120, 150
+    yy, xx = np.mgrid[:h, :w]
+    truth = np.zeros((h, w))
+    for cy, cx in rng.uniform(10, [h - 10, w - 10], size=(12, 2)):
+        truth[(yy - cy) ** 2 + (xx - cx) ** 2 < 8**2] = 1
+    image = -truth + rng.normal(0, 0.7, (h, w))
+    prob = 1 / (1 + np.exp(-(3 * (truth - 0.5) + rng.normal(0, 1.2, (h, w)))))
+    for kind in ("crf", "cd-crf"):
+        cfg = CRFConfig(kind=kind)
+        whole = refine_probabilities(prob, image, cfg, scale=8.0, tile=512)
+        tiled = refine_probabilities(prob, image, cfg, scale=8.0, tile=80)
+        assert np.abs(whole - tiled).mean() < 0.01
+        assert ((whole > 0.5) == truth).mean() > ((prob > 0.5) == truth).mean()
+    classes = np.stack([1 - prob, prob])
+    out = refine_probabilities(classes, image, CRFConfig(kind="crf"), scale=8.0)
+    assert out.shape == classes.shape
+    np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-5)
+
+
+def test_refine_probabilities_errors_and_none():
+    prob, image = _ramp_map(8, 8)
+    np.testing.assert_array_equal(refine_probabilities(prob, image, CRFConfig()), prob)
+    with pytest.raises(CrispError, match="\\[0, 1\\]"):
+        refine_probabilities(prob + 1.0, image, CRFConfig(kind="crf"))
+    with pytest.raises(CrispError, match="micrograph"):
+        refine_probabilities(prob, image[:4], CRFConfig(kind="crf"))
+    with pytest.raises(CrispError, match="decoder"):
+        refine_probabilities(prob, image, CRFConfig(kind="cd-crf", feature_source="decoder"))

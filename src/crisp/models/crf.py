@@ -238,17 +238,21 @@ class DenseCRF(nn.Module):
     def features(self, guide: Tensor) -> Tensor:
         """Normalised guide features ``[B, F', H, W]`` in ``[0, 1]`` (see the module docstring)."""
         cfg = self.config
-        if cfg.kind == "cd-crf" and cfg.feature_source == "decoder":
+        if cfg.kind == "cd-crf" and cfg.feature_source == "decoder":  # learned: gradients flow
             mean = guide.mean(dim=(2, 3), keepdim=True)
             std = guide.std(dim=(2, 3), keepdim=True).clamp_min(1e-6)
             assert self.reducer is not None
             return torch.sigmoid(self.reducer((guide - mean) / std))
-        return normalise_guide(guide, cfg.kind, cfg.feature_source)
+        # a fixed guide: no gradient through the features (the CNN learns through the unary term)
+        return normalise_guide(guide.detach(), cfg.kind, cfg.feature_source)
 
     def build_filters(self, guide: Tensor, height: int, width: int) -> tuple:
         """The appearance and smoothness message filters for this guide (built once per forward)."""
+        return self.filters_from_features(self.features(guide), height, width)
+
+    def filters_from_features(self, feats: Tensor, height: int, width: int) -> tuple:
+        """The message filters for already normalised features ``[B, F', H, W]`` (see :meth:`features`)."""
         cfg = self.config
-        feats = self.features(guide)
         appearance = _filters.make_appearance_filter(
             cfg.appearance_backend,
             feats,
@@ -290,12 +294,17 @@ class DenseCRF(nn.Module):
         return (q * (0.5 * pq - logits)).sum(dim=(1, 2, 3))
 
     # ------------------------------------------------------------------ solvers
-    def forward(self, logits: Tensor, guide: Tensor) -> Tensor:
+    def forward(self, logits: Tensor, guide: Tensor | None, *, features: Tensor | None = None) -> Tensor:
         """Refine ``logits`` ``[B, C, H, W]`` with the CRF; return ``log q`` ``[B, C, H, W]``.
 
         ``guide`` is ``[B, F, H, W]``: the micrograph (``kind="crf"``), the CNN's logits or its decoder
-        features (``kind="cd-crf"``).
+        features (``kind="cd-crf"``). ``features`` may replace it with already normalised features
+        (values in ``[0, 1]``, as :meth:`features` returns), e.g. normalised over a whole micrograph.
         """
+        if features is not None:
+            guide = features
+        if guide is None:
+            raise CrispError("the CRF needs a guide image or normalised features")
         if logits.dim() != 4 or logits.shape[1] != self.num_classes:
             raise CrispError(f"CRF expects logits [B, {self.num_classes}, H, W], got {tuple(logits.shape)}")
         if guide.dim() != 4 or guide.shape[0] != logits.shape[0] or guide.shape[-2:] != logits.shape[-2:]:
@@ -304,7 +313,11 @@ class DenseCRF(nn.Module):
                 f"got {tuple(guide.shape)}"
             )
         guide = guide.to(logits.dtype)
-        filters = self.build_filters(guide, logits.shape[-2], logits.shape[-1])
+        h, w = logits.shape[-2:]
+        if features is not None:
+            filters = self.filters_from_features(guide, h, w)
+        else:
+            filters = self.build_filters(guide, h, w)
         cfg = self.config
         if cfg.solver == "mean-field":
             q, z = self._mean_field(logits, filters)
@@ -368,9 +381,109 @@ def probability_histogram(q: np.ndarray | Tensor, bins: int = 20) -> tuple[np.nd
     return np.histogram(np.clip(values, 0.0, 1.0), bins=bins, range=(0.0, 1.0))
 
 
-def refine_probabilities(prob_map: np.ndarray, image: np.ndarray, config: CRFConfig, scale: float = 1.0):
-    """Refine a whole stitched foreground probability map with the CRF (numpy in, numpy out).
+def _ramp(length: int, margin: int, at_start: bool, at_end: bool) -> np.ndarray:
+    """1-D blending weight of a tile: linear ramps over ``margin`` pixels at interior edges."""
+    pos = np.arange(length, dtype=np.float64) + 0.5
+    weight = np.ones(length)
+    if margin > 0:
+        if not at_start:
+            weight = np.minimum(weight, pos / margin)
+        if not at_end:
+            weight = np.minimum(weight, (length - pos) / margin)
+    return np.clip(weight, 1e-3, 1.0)
 
-    Not implemented yet.
+
+def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, size - tile, step)) + [size - tile]
+    return sorted(set(starts))
+
+
+def refine_probabilities(
+    prob_map: np.ndarray,
+    image: np.ndarray | None,
+    config: CRFConfig,
+    scale: float = 1.0,
+    *,
+    crf: DenseCRF | None = None,
+    tile: int = 1024,
+    overlap: int | None = None,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Refine a whole stitched probability map with the CRF (numpy in, numpy out).
+
+    Parameters
+    ----------
+    prob_map
+        Foreground probability ``[H, W]`` (two classes) or class probabilities ``[C, H, W]``, in
+        ``[0, 1]``, at the same (binned) pixel size as ``image``.
+    image
+        The micrograph ``[H, W]`` (``kind="crf"``); ignored for ``kind="cd-crf"``, whose guide is the
+        map itself (``feature_source="logits"``; decoder features are not available here).
+    config
+        CRF settings; ``kind="none"`` returns the map unchanged (as float32).
+    scale
+        Binning factor of the map relative to the full-resolution micrograph (see :func:`build_crf`).
+    crf
+        A trained layer to use instead of one built from ``config`` (its own settings then apply).
+    tile, overlap
+        Maps larger than ``tile`` pixels are refined in overlapping tiles blended with linear ramps;
+        ``overlap`` defaults to twice the appearance kernel's spatial std (at most ``tile // 2``). The
+        guide is normalised once over the whole micrograph, so tiles see the same features.
+    device
+        Torch device to run on.
+
+    Returns
+    -------
+    numpy.ndarray
+        Refined probabilities, float32, same shape as ``prob_map``.
     """
-    raise NotImplementedError("refine_probabilities is not implemented yet")
+    prob = np.asarray(prob_map, dtype=np.float32)
+    if prob.ndim == 2:
+        classes = np.stack([1.0 - prob, prob])
+    elif prob.ndim == 3:
+        classes = prob
+    else:
+        raise CrispError(f"probability map must be [H, W] or [C, H, W], got shape {prob.shape}")
+    if not np.isfinite(classes).all() or classes.min() < -1e-6 or classes.max() > 1 + 1e-6:
+        raise CrispError("probability map must hold finite values in [0, 1]")
+    if config.kind == "none" and crf is None:
+        return prob.copy()
+    if crf is None:
+        crf = build_crf(config, num_classes=classes.shape[0], scale=scale)
+    cfg = crf.config
+    if cfg.kind == "cd-crf" and cfg.feature_source == "decoder":
+        raise CrispError("refine_probabilities cannot use decoder features; use feature_source='logits'")
+    c, h, w = classes.shape
+    logits = torch.log(torch.from_numpy(np.clip(classes, 1e-6, 1.0))).unsqueeze(0)
+    if cfg.kind == "crf":
+        if image is None or np.shape(image) != (h, w):
+            raise CrispError(f"the CRF needs the micrograph [{h}, {w}] as guide, got {np.shape(image)}")
+        guide = torch.from_numpy(np.asarray(image, dtype=np.float32))[None, None]
+        features = normalise_guide(guide, "crf")
+    else:
+        features = normalise_guide(logits, "cd-crf", "logits")
+    margin = overlap if overlap is not None else int(np.ceil(2 * crf.theta_alpha_px))
+    margin = max(0, min(margin, tile // 2))
+    total = np.zeros((c, h, w), dtype=np.float64)
+    weights = np.zeros((h, w), dtype=np.float64)
+    crf = crf.to(device).eval()
+    param = next(iter(crf.parameters()), None)
+    dtype = param.dtype if param is not None else torch.float32
+    ys, xs = _tile_starts(h, tile, margin), _tile_starts(w, tile, margin)
+    with torch.no_grad():
+        for y0 in ys:
+            for x0 in xs:
+                y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+                lg = logits[..., y0:y1, x0:x1].to(device=device, dtype=dtype)
+                ft = features[..., y0:y1, x0:x1].to(device=device, dtype=dtype)
+                q = torch.softmax(crf(lg, None, features=ft), dim=1)[0].cpu().numpy()
+                wy = _ramp(y1 - y0, margin, y0 == 0, y1 == h)
+                wx = _ramp(x1 - x0, margin, x0 == 0, x1 == w)
+                wt = np.outer(wy, wx)
+                total[:, y0:y1, x0:x1] += q * wt
+                weights[y0:y1, x0:x1] += wt
+    refined = (total / weights).astype(np.float32)
+    return refined[1] if prob.ndim == 2 else refined
