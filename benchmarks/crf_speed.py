@@ -75,6 +75,8 @@ def time_pydensecrf(logits, micrograph, scale: float, repeats: int) -> tuple[flo
     ).reshape(3, -1)
     feats = np.ascontiguousarray(feats, dtype=np.float32)
     unary = np.ascontiguousarray(-logits[0].numpy().reshape(c, -1), dtype=np.float32)
+    # the same per-pair weights as crisp (its kernels are normalised by their spatial mass)
+    w_app, w_smooth = build_crf(cfg, num_classes=2, scale=scale).effective_weights().tolist()
     times = []
     q = None
     for _ in range(repeats + 1):
@@ -82,8 +84,8 @@ def time_pydensecrf(logits, micrograph, scale: float, repeats: int) -> tuple[flo
         d = dcrf.DenseCRF2D(w, h, c)
         d.setUnaryEnergy(unary)
         plain = dcrf.NO_NORMALIZATION  # the plain Gaussian kernels, as in crisp
-        d.addPairwiseGaussian(sxy=cfg.theta_gamma / scale, compat=cfg.w_smoothness, normalization=plain)
-        d.addPairwiseEnergy(feats, compat=cfg.w_appearance, normalization=plain)
+        d.addPairwiseGaussian(sxy=cfg.theta_gamma / scale, compat=w_smooth, normalization=plain)
+        d.addPairwiseEnergy(feats, compat=w_app, normalization=plain)
         q = np.array(d.inference(5)).reshape(c, h, w)
         times.append(time.perf_counter() - start)
     torch.set_num_threads(2)

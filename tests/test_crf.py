@@ -17,6 +17,7 @@ from crisp.models.crf import (
     probability_histogram,
     refine_probabilities,
     sparsemax,
+    spatial_kernel_mass,
 )
 
 
@@ -41,6 +42,7 @@ def _inputs(b=1, c=2, h=12, w=14, seed=0, kind="crf", scale=3.0):
 
 def _crf(dtype=torch.float64, num_classes=2, scale=8.0, **settings) -> DenseCRF:
     settings.setdefault("kind", "crf")
+    settings.setdefault("normalise_kernels", False)  # plain kernels: w is the per-pair weight
     crf = build_crf(CRFConfig(**settings), num_classes=num_classes, scale=scale)
     assert isinstance(crf, DenseCRF)
     return crf.to(dtype)
@@ -59,6 +61,19 @@ def test_build_crf_none_and_scale():
     assert {"kernel_weights", "compat_appearance", "compat_smoothness"} <= names
     frozen = build_crf(CRFConfig(kind="crf", learnable=False))
     assert list(frozen.parameters()) == []
+
+
+def test_kernel_normalisation_divides_by_the_spatial_mass():
+    assert spatial_kernel_mass(40.0) == pytest.approx(2 * np.pi * 40.0**2 - 1, rel=1e-9)
+    # 1 x 1 neighbourhood sum by hand for a narrow kernel: 4 e^{-1/2s^2} + 4 e^{-1/s^2} + ...
+    s = 0.5
+    by_hand = 4 * np.exp(-1 / (2 * s * s)) + 4 * np.exp(-1 / (s * s)) + 4 * np.exp(-2 / s**2)
+    assert spatial_kernel_mass(s) == pytest.approx(by_hand, rel=1e-3)
+    normalised = _crf(normalise_kernels=True, w_appearance=2.0, w_smoothness=3.0)
+    ma, ms = spatial_kernel_mass(20.0), spatial_kernel_mass(3.0 / 8.0)
+    plain = _crf(w_appearance=2.0 / ma, w_smoothness=3.0 / ms)
+    logits, guide = _inputs()
+    torch.testing.assert_close(normalised(logits, guide), plain(logits, guide))
 
 
 def test_config_validation_names_the_field():
@@ -279,7 +294,7 @@ def test_refine_probabilities_tiles_without_seams():
     # a smooth map and a flat micrograph: the appearance kernel acts as a wide spatial blur, whose
     # missing neighbours at a tile border would show as a step
     prob, image = _ramp_map()
-    cfg = CRFConfig(kind="crf", w_appearance=0.002, w_smoothness=0.0)
+    cfg = CRFConfig(kind="crf", w_appearance=0.002, w_smoothness=0.0, normalise_kernels=False)
     whole = refine_probabilities(prob, image, cfg, scale=8.0, tile=512)
     tiled = refine_probabilities(prob, image, cfg, scale=8.0, tile=100)
     abutted = refine_probabilities(prob, image, cfg, scale=8.0, tile=100, overlap=0)

@@ -19,6 +19,13 @@ where ``p`` are pixel positions (pixels of the CRF input), ``f`` the normalised 
 (``1 - identity``) and learnable. There is no self-interaction (``i != j``): the filters in
 :mod:`crisp.models.filters` remove the self term exactly (see there).
 
+Kernel normalisation (``normalise_kernels=True``, the default): each kernel weight is divided by the
+kernel's spatial mass ``m = sum_{(dy, dx) != 0} exp(-(dy^2 + dx^2) / (2 theta^2))`` (about
+``2 pi theta^2``; :func:`spatial_kernel_mass`), so ``w`` is the weight of a whole neighbourhood that
+disagrees and the same ``w`` works at every binning. With the plain kernels (``False``, as in
+pydensecrf with ``NO_NORMALIZATION``) the appearance messages of a 40 px kernel sum over thousands of
+pixels and ``w = 1`` swamps any CNN logits; there ``w`` must be of the order of ``1 / m``.
+
 Solvers (``iterations`` steps each, 5 by default as in CRF-as-RNN):
 
 * ``"mean-field"``: ``q <- softmax(logits - P q)`` with ``P q = sum_k w_k mu_k (K_k q)``.
@@ -74,6 +81,7 @@ __all__ = [
     "probability_histogram",
     "refine_probabilities",
     "sparsemax",
+    "spatial_kernel_mass",
 ]
 
 _LOG_EPS = 1e-12
@@ -95,6 +103,9 @@ class CRFConfig(StageConfig):
     theta_gamma: float = Field(3.0, gt=0, description="smoothness kernel std, full-res px")
     w_appearance: float = Field(1.0, description="initial appearance kernel weight")
     w_smoothness: float = Field(1.0, description="initial smoothness kernel weight")
+    normalise_kernels: bool = Field(
+        True, description="divide each kernel by its spatial mass, so w does not depend on theta or binning"
+    )
     feature_source: Literal["logits", "decoder"] = "logits"
     feature_channels: int = Field(2, ge=1, le=3, description="decoder features after the learned 1x1 conv")
     regulariser: Literal["entropy", "l2"] = "entropy"
@@ -109,6 +120,17 @@ class CRFConfig(StageConfig):
         0.5, gt=0, lt=1.7, description="bilateral-grid cell size in units of the kernel std"
     )
     grid_truncate: float = Field(4.0, gt=0, description="bilateral-grid blur radius, in blur stds")
+
+
+def spatial_kernel_mass(theta_px: float) -> float:
+    """``sum over (dy, dx) != 0 of exp(-(dy^2 + dx^2) / (2 theta^2))`` on the infinite pixel lattice.
+
+    About ``2 pi theta^2 - 1`` for wide kernels; the weight a pixel receives from a whole uniform
+    neighbourhood. Dividing a kernel by it makes ``w`` independent of ``theta`` and of binning.
+    """
+    radius = int(np.ceil(12 * theta_px)) + 1
+    k = np.arange(-radius, radius + 1, dtype=np.float64)
+    return float(np.exp(-0.5 * (k / theta_px) ** 2).sum() ** 2 - 1.0)
 
 
 def build_crf(
@@ -217,6 +239,11 @@ class DenseCRF(nn.Module):
         self.scale = float(scale)
         self.theta_alpha_px = config.theta_alpha / self.scale
         self.theta_gamma_px = config.theta_gamma / self.scale
+        if config.normalise_kernels:
+            masses = [spatial_kernel_mass(self.theta_alpha_px), spatial_kernel_mass(self.theta_gamma_px)]
+        else:
+            masses = [1.0, 1.0]
+        self.register_buffer("kernel_mass", torch.tensor(masses, dtype=torch.float64), persistent=False)
         potts = 1.0 - torch.eye(self.num_classes)
         weights = torch.tensor([config.w_appearance, config.w_smoothness], dtype=torch.float32)
         if config.learnable:
@@ -271,6 +298,10 @@ class DenseCRF(nn.Module):
         )
         return appearance, smoothness
 
+    def effective_weights(self) -> Tensor:
+        """Per-pixel-pair kernel weights ``w_k / m_k`` (``m_k``: spatial mass, or 1), ``[2]``."""
+        return self.kernel_weights / self.kernel_mass.to(self.kernel_weights.dtype)
+
     def compatibilities(self) -> tuple[Tensor, Tensor]:
         """Symmetrised compatibility matrices ``(mu_appearance, mu_smoothness)``, each ``[C, C]``."""
         ca = 0.5 * (self.compat_appearance + self.compat_appearance.T)
@@ -278,10 +309,10 @@ class DenseCRF(nn.Module):
         return ca, cs
 
     def pairwise(self, q: Tensor, filters: tuple) -> Tensor:
-        """``P q = sum_k w_k mu_k (K_k q)`` (self term excluded), ``[B, C, H, W]``."""
+        """``P q = sum_k w_k / m_k mu_k (K_k q)`` (self term excluded), ``[B, C, H, W]``."""
         appearance, smoothness = filters
         ca, cs = self.compatibilities()
-        w = self.kernel_weights.to(q.dtype)
+        w = self.effective_weights().to(q.dtype)
         out = torch.einsum("lm,bmhw->blhw", (w[0] * ca).to(q.dtype), appearance(q))
         out = out + torch.einsum("lm,bmhw->blhw", (w[1] * cs).to(q.dtype), smoothness(q))
         return out
