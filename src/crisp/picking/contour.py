@@ -30,7 +30,7 @@ class ContourParams(FinderParams):
     """Parameters of the ``contour`` finder (fractions are of the particle diameter)."""
 
     threshold: float = Field(0.5, gt=0, lt=1, description="probability threshold of the foreground")
-    erosion_fraction: float = Field(0.3, ge=0, lt=1, description="second erosion kernel / diameter")
+    erosion_fraction: float = Field(0.5, ge=0, lt=1, description="second erosion kernel / diameter")
     min_area_fraction: float = Field(0.25, ge=0, description="smallest blob area / eroded particle area")
     max_area_fraction: float = Field(2.5, gt=0, description="largest blob area / eroded particle area")
     max_circle_factor: float = Field(1.6, gt=0, description="largest enclosing radius / eroded radius")
@@ -96,6 +96,7 @@ FINDER = Finder(
     name="contour",
     function=find_contour,
     params_model=ContourParams,
-    grid={"threshold": [0.3, 0.5, 0.7], "erosion_fraction": [0.2, 0.35, 0.5]},
+    # strong erosion separates crowded (overlapping) particles
+    grid={"threshold": [0.3, 0.5, 0.7], "erosion_fraction": [0.3, 0.55, 0.8]},
     summary="threshold, erosion, contours, area band, minimal enclosing circle (OpenCV)",
 )
