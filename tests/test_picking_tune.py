@@ -174,3 +174,32 @@ def test_cli_errors(maps_and_truth, tmp_path, capsys):
     assert "give --diameter" in capsys.readouterr().err
     assert main(["pick", str(empty), "-o", str(tmp_path / "p"), "--picker", str(picker)]) == 2
     assert "picker.yaml: file not found" in capsys.readouterr().err
+
+
+def test_cli_tune_from_run_directory_segments_the_subset(maps_and_truth, tmp_path, monkeypatch):
+    # a training run as SOURCE: the subset's micrographs are segmented into SOURCE/probabilities/val/
+    import crisp.predict
+
+    maps, truth = maps_and_truth
+    dataset = tmp_path / "data"
+    make_dataset(dataset, maps, truth)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}\n")
+    calls = []
+
+    def fake_segment_files(run_dir, micrograph_paths, out_dir, **kwargs):
+        paths = list(micrograph_paths)
+        calls.append((run_dir, [p.stem for p in paths], out_dir))
+        return [write_mrc(out_dir / f"{p.stem}.mrc", maps[p.stem], dtype=np.float16) for p in paths]
+
+    monkeypatch.setattr(crisp.predict, "segment_files", fake_segment_files)
+    assert main(["tune-picker", str(run), str(dataset), "-o", str(run / "picker.yaml"), "--finders",
+                 "grid-nms"]) == 0
+    val = sorted(make_split(NAMES, 1, 2, seed=0).val)
+    assert calls == [(run, val, run / "probabilities" / "val")]
+    assert load_picker(run / "picker.yaml").finder == "grid-nms"
+    # a second run finds the maps and does not segment again
+    assert main(["tune-picker", str(run), str(dataset), "-o", str(run / "picker.yaml"), "--finders",
+                 "grid-nms"]) == 0
+    assert len(calls) == 1
