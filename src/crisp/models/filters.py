@@ -286,14 +286,19 @@ class BilateralGridFilter:
                 "a larger theta_beta or a larger grid cell"
             )
         strides = [math.prod(sizes[d + 1 :]) for d in range(ndim)]
-        batch_base = (torch.arange(b, device=features.device) * cells).view(b, 1, 1)
-        index = batch_base.expand(b, h * w, 1)
-        weight = torch.ones(b, h * w, 1, dtype=features.dtype, device=features.device)
-        # innermost dimension first: the cell indices of each pixel's corners come out sorted
-        for d in reversed(range(ndim)):
-            lo = (base[..., d] * strides[d]).unsqueeze(-1)
-            index = torch.cat([index + lo + k * strides[d] for k in range(nodes)], dim=-1)
-            weight = torch.cat([weight * wk[..., d].unsqueeze(-1) for wk in node_weights], dim=-1)
+        device = features.device
+        # linear index of each pixel's first corner, plus the offsets of all corners (dimension 0
+        # outermost, so that each pixel's corner indices are sorted)
+        first = (torch.arange(b, device=device) * cells).view(b, 1)
+        offsets = torch.zeros(1, dtype=torch.long, device=device)
+        weight = None
+        for d in range(ndim):
+            first = first + base[..., d] * strides[d]
+            steps = torch.arange(nodes, device=device) * strides[d]
+            offsets = (offsets.unsqueeze(1) + steps.unsqueeze(0)).reshape(-1)
+            wd = torch.stack([wk[..., d] for wk in node_weights], dim=-1)  # [B, N, nodes]
+            weight = wd if weight is None else (weight.unsqueeze(-1) * wd.unsqueeze(-2)).flatten(-2)
+        index = first.unsqueeze(-1) + offsets  # [B, N, nodes^D]
         self.index = index.reshape(-1)  # [B * N * nodes^D]
         self.weight = weight  # [B, N, nodes^D]
         self.corners = nodes**ndim
@@ -311,16 +316,16 @@ class BilateralGridFilter:
             gain * gaussian_kernel1d(sigma, min(radius, size - 1), features.dtype, features.device)
             for size in sizes
         ]
-        # self response diag(W^T G W) = prod_d sum_{k, l} w_k w_l g(k - l)
-        diag = torch.ones(b, h * w, dtype=features.dtype, device=features.device)
+        # self response diag(W^T G W) = prod_d sum_{k, l} w_k w_l g(k - l) = prod_d w_d^T G_d w_d
+        diag = None
+        lags = torch.arange(nodes, device=device)
+        lags = lags.unsqueeze(0) - lags.unsqueeze(1)  # [nodes, nodes]
         for d in range(ndim):
             kern = self.kernels[d]
-            mid = (kern.numel() - 1) // 2
-            term = torch.zeros_like(diag)
-            for k in range(nodes):
-                for m in range(nodes):
-                    term = term + node_weights[k][..., d] * node_weights[m][..., d] * kern[mid + k - m]
-            diag = diag * term
+            small = kern[(kern.numel() - 1) // 2 + lags]  # [nodes, nodes]
+            wd = torch.stack([wk[..., d] for wk in node_weights], dim=-1)  # [B, N, nodes]
+            term = ((wd @ small) * wd).sum(-1)
+            diag = term if diag is None else diag * term
         self.self_response = diag  # [B, N]
         self._csr_cache: dict[torch.dtype, Tensor] = {}
 
