@@ -76,6 +76,13 @@ def test_box_map_one_truth_per_pick_and_per_micrograph():
     assert box_map(frame([(10, 10)], [1.0], mic="mics/a.mrc"), truth, 10)["mAP"] == pytest.approx(1.0)
 
 
+def test_missing_micrograph_names_mean_one_micrograph():
+    # truth without names, picks with a name: all are compared as one micrograph
+    expected = box_map(PICKS, TRUTH, 10)["mAP"]
+    assert box_map(PICKS, TRUTH.drop(columns=[M]), 10)["mAP"] == pytest.approx(expected)
+    assert radius_match_metrics(PICKS.drop(columns=[M]), TRUTH, 3)["recall"] == pytest.approx(1.0)
+
+
 def test_box_map_empty_inputs():
     assert box_map(frame([], []), TRUTH, 10)["mAP"] == 0.0
     out = box_map(PICKS, frame([]), 10)

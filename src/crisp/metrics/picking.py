@@ -1,8 +1,9 @@
 """Picking metrics: box-IoU mAP (as in the CRISP paper) and radius matching (as in Topaz).
 
 Both take picks and truth as DataFrames with ``rlnCoordinateX`` / ``rlnCoordinateY`` (pixels) and
-optionally ``rlnMicrographName`` (picks are matched only to truths of the same micrograph; names
-are compared by file stem, so ``mics/a.mrc`` and ``a`` are the same micrograph). Picks carry a
+optionally ``rlnMicrographName`` (when both have it, picks are matched only to truths of the same
+micrograph; names are compared by file stem, so ``mics/a.mrc`` and ``a`` are the same micrograph;
+when either lacks it, everything is one micrograph). Picks carry a
 score column (default ``rlnAutopickFigureOfMerit``; all picks score 1 when it is absent) and are
 ranked by score across all micrographs (ties: input order).
 
@@ -32,9 +33,10 @@ def _prepare(picks: pd.DataFrame, truth: pd.DataFrame, score_column: str
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Arrays of picks (xy, score, micrograph id) ranked by score, and truth (xy, micrograph id)."""
     names = {}
+    by_name = MIC in picks.columns and MIC in truth.columns
 
     def mic_ids(df: pd.DataFrame) -> np.ndarray:
-        if MIC not in df.columns:
+        if not by_name:
             return np.zeros(len(df), dtype=np.int64)
         stems = [_stem(n) for n in df[MIC].to_numpy()]
         return np.array([names.setdefault(s, len(names)) for s in stems], dtype=np.int64)
