@@ -71,6 +71,14 @@ def test_images_centred_on_picks_and_edges_skipped(micrograph_dir, tmp_path):
         assert cx == pytest.approx(BOX // 2 + x - np.floor(x + 0.5), abs=0.05)
         assert cy == pytest.approx(BOX // 2 + y - np.floor(y + 0.5), abs=0.05)
         assert abs(cx - BOX // 2) <= 0.5 and abs(cy - BOX // 2) <= 0.5
+    # binned by 2 (Fourier crop): pixel k of the box becomes pixel k / 2, so the centre stays centred
+    extract_particles(micrograph_dir, picks_table(), tmp_path / "binned", BOX, bin_factor=2, progress=False)
+    binned = mrcfile.read(tmp_path / "binned" / "Particles" / "m1.mrcs")
+    assert binned.shape == (len(INSIDE), BOX // 2, BOX // 2)
+    for k, (x, y) in enumerate(INSIDE):
+        cx, cy = centroid(binned[k])
+        assert cx == pytest.approx((BOX // 2 + x - np.floor(x + 0.5)) / 2, abs=0.1)
+        assert cy == pytest.approx((BOX // 2 + y - np.floor(y + 0.5)) / 2, abs=0.1)
 
 
 def test_star_file_reads_back(micrograph_dir, tmp_path):
