@@ -334,3 +334,13 @@ def test_refine_probabilities_errors_and_none():
         refine_probabilities(prob, image[:4], CRFConfig(kind="crf"))
     with pytest.raises(CrispError, match="decoder"):
         refine_probabilities(prob, image, CRFConfig(kind="cd-crf", feature_source="decoder"))
+
+
+def test_half_precision_logits_are_promoted_under_autocast():
+    crf = build_crf(CRFConfig(kind="cd-crf"), 2, scale=8.0)
+    logits, guide = _inputs(kind="cd-crf", h=16, w=16)
+    reference = crf(logits.float(), guide.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = crf(logits.bfloat16(), guide.bfloat16())
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(torch.softmax(out, 1), torch.softmax(reference, 1), atol=0.05, rtol=0)

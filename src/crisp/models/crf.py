@@ -28,14 +28,14 @@ pixels and ``w = 1`` swamps any CNN logits; there ``w`` must be of the order of 
 
 Solvers (``iterations`` steps each, 5 by default as in CRF-as-RNN):
 
-* ``"mean-field"``: ``q <- softmax(logits - P q)`` with ``P q = sum_k w_k mu_k (K_k q)``.
+* ``"mean-field"``: ``q <- softmax(logits - P q)`` with ``P q = sum_k (w_k / m_k) mu_k (K_k q)``.
 * ``"frank-wolfe"``: the regularised Frank-Wolfe of Lê-Huu & Alahari (NeurIPS 2021). With
   ``g = grad E(x) = P x - logits``, the regularised linear oracle gives ``s = softmax(-g / lambda)``
   (entropy regulariser) or ``s = sparsemax(-g / lambda)`` (L2 regulariser), and
   ``x <- x + alpha (s - x)`` with ``alpha`` fixed, ``2 / (k + 2)`` (k = 0, 1, ...) or the exact line
   search of the quadratic energy on the segment ``[x, s]`` (closed form, so the energy never
-  increases). ``x0 = softmax(logits)``. With the entropy regulariser, ``lambda = 1`` and a fixed step
-  of 1 the iterates are exactly those of mean field.
+  increases; the default, as in the authors' code). ``x0 = softmax(logits)``. With the entropy
+  regulariser, ``lambda = 1`` and a fixed step of 1 the iterates are exactly those of mean field.
 
 Both solvers may blend the result with the initial softmax: ``q <- (1 - b) q + b softmax(logits)``.
 The layer returns ``log q`` (usable as logits: ``softmax`` of the output gives back ``q``).
@@ -51,6 +51,10 @@ dense CRF): every guide channel is mapped into ``[0, 1]``:
 * ``kind="cd-crf"``, ``feature_source="decoder"``: the decoder features are standardised per image and
   channel (zero mean, unit variance), reduced by a learned 1x1 convolution to ``feature_channels``
   and squashed by a logistic sigmoid.
+
+The micrograph and the logits guide are treated as fixed images (detached): gradients reach the CNN
+through the unary term. Decoder features stay in the graph, so the 1x1 reduction is learned. At most
+3 feature channels: the bilateral grid is dense in the feature dimensions.
 
 Units and binning: ``theta_alpha`` and ``theta_gamma`` are given in pixels of the full-resolution
 micrograph (paper: 160 px and 3 px). :func:`build_crf` takes the binning factor ``scale`` of the CRF
@@ -331,6 +335,7 @@ class DenseCRF(nn.Module):
         ``guide`` is ``[B, F, H, W]``: the micrograph (``kind="crf"``), the CNN's logits or its decoder
         features (``kind="cd-crf"``). ``features`` may replace it with already normalised features
         (values in ``[0, 1]``, as :meth:`features` returns), e.g. normalised over a whole micrograph.
+        Runs in float32 (or float64) with autocast disabled; half-precision logits are promoted.
         """
         if features is not None:
             guide = features
@@ -343,9 +348,15 @@ class DenseCRF(nn.Module):
                 f"CRF guide must be [B, F, H, W] matching logits {tuple(logits.shape)}, "
                 f"got {tuple(guide.shape)}"
             )
+        if logits.dtype in (torch.float16, torch.bfloat16):  # mixed precision: the CRF runs in float32
+            logits = logits.float()
         guide = guide.to(logits.dtype)
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            return self._solve(logits, guide, from_features=features is not None)
+
+    def _solve(self, logits: Tensor, guide: Tensor, from_features: bool) -> Tensor:
         h, w = logits.shape[-2:]
-        if features is not None:
+        if from_features:
             filters = self.filters_from_features(guide, h, w)
         else:
             filters = self.build_filters(guide, h, w)

@@ -345,29 +345,70 @@ class BilateralGridFilter:
                 )
         return self._csr_cache[dtype]
 
-    def __call__(self, values: Tensor) -> Tensor:
-        b, h, w = self.shape
-        c = values.shape[1]
-        v = values.reshape(b, c, h * w).transpose(1, 2)  # [B, N, C]
+    def splat(self, values: Tensor) -> Tensor:
+        """``W v``: values ``[B, C, N]`` onto the grid ``[B * cells, C]`` (differentiable)."""
+        b, c, n = values.shape
         weight = self.weight.to(values.dtype)
         # one 1-D scatter per channel: much faster than a 2-D index_add, no per-channel index copy
         empty = torch.zeros(self.total_cells, dtype=values.dtype, device=values.device)
-        channels = values.reshape(b, c, h * w, 1)
-        grid = torch.stack(
+        channels = values.unsqueeze(-1)
+        return torch.stack(
             [empty.scatter_add(0, self.index, (channels[:, k] * weight).reshape(-1)) for k in range(c)],
             dim=-1,
         )
+
+    def slice(self, grid: Tensor) -> Tensor:
+        """``W^T g``: the grid ``[B * cells, C]`` back at the pixels, ``[B, C, N]`` (differentiable)."""
+        b, n = self.weight.shape[:2]
+        c = grid.shape[-1]
+        if self.weight.requires_grad:  # the guide is learned: keep the weights in the graph
+            sliced = grid.index_select(0, self.index).view(b, n, self.corners, c)
+            out = (sliced * self.weight.to(grid.dtype).unsqueeze(-1)).sum(dim=2)
+        else:  # the same product as a sparse matrix (rows: pixels), several times faster
+            out = (self._slice_matrix(grid.dtype) @ grid).view(b, n, c)
+        return out.transpose(1, 2)
+
+    def __call__(self, values: Tensor) -> Tensor:
+        b, h, w = self.shape
+        c = values.shape[1]
+        v = values.reshape(b, c, h * w)
+        if self.weight.requires_grad:
+            grid = self.splat(v)
+        else:  # W^T and W are each other's adjoints: use the fast one for each backward
+            grid = _Splat.apply(v, self)
         grid = grid.view(b, *self.sizes, c)
         for d, kernel in enumerate(self.kernels):
             grid = _blur_along(grid, d + 1, kernel.to(values.dtype))
         grid = grid.reshape(-1, c)
-        if self.weight.requires_grad:  # the guide is learned: keep the weights in the graph
-            sliced = grid.index_select(0, self.index).view(b, h * w, self.corners, c)
-            out = (sliced * weight.unsqueeze(-1)).sum(dim=2)  # [B, N, C]
-        else:  # same product as a sparse matrix (rows: pixels), several times faster
-            out = (self._slice_matrix(values.dtype) @ grid).view(b, h * w, c)
-        out = out - self.self_response.to(values.dtype).unsqueeze(-1) * v
-        return out.transpose(1, 2).reshape(b, c, h, w)
+        out = self.slice(grid) if self.weight.requires_grad else _Slice.apply(grid, self)
+        out = out - self.self_response.to(values.dtype).unsqueeze(1) * v
+        return out.reshape(b, c, h, w)
+
+
+class _Splat(torch.autograd.Function):
+    """``W v`` with the backward ``W^T g`` done by the fast slicing (fixed weights only)."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, filt: BilateralGridFilter) -> Tensor:
+        ctx.filt = filt
+        return filt.splat(values)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _Slice.apply(grad.contiguous(), ctx.filt), None
+
+
+class _Slice(torch.autograd.Function):
+    """``W^T g`` with the backward ``W v`` done by scattering (fixed weights only)."""
+
+    @staticmethod
+    def forward(ctx, grid: Tensor, filt: BilateralGridFilter) -> Tensor:
+        ctx.filt = filt
+        return filt.slice(grid)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _Splat.apply(grad.contiguous(), ctx.filt), None
 
 
 # ---------------------------------------------------------------------------------------------- registry
