@@ -73,16 +73,13 @@ def gaussian_kernel1d(sigma: float, radius: int, dtype: torch.dtype, device: tor
     return torch.exp(-0.5 * (k / sigma) ** 2).to(dtype)
 
 
-def _blur_along(x: Tensor, dim: int, kernel: Tensor) -> Tensor:
-    """Zero-padded 1-D convolution of ``x`` along ``dim`` with a symmetric odd-length ``kernel``."""
+def _toeplitz(kernel: Tensor, size: int) -> Tensor:
+    """``[size, size]`` matrix of the zero-padded convolution with a symmetric odd-length ``kernel``."""
     radius = (kernel.numel() - 1) // 2
-    if radius == 0:
-        return x * kernel[0]
-    moved = x.movedim(dim, -1)
-    shape = moved.shape
-    flat = moved.reshape(-1, 1, shape[-1])
-    out = F.conv1d(flat, kernel.view(1, 1, -1), padding=radius)
-    return out.reshape(shape).movedim(-1, dim)
+    i = torch.arange(size, device=kernel.device)
+    lag = i.unsqueeze(0) - i.unsqueeze(1)
+    values = kernel[(lag + radius).clamp(0, 2 * radius)]
+    return torch.where(lag.abs() <= radius, values, torch.zeros((), dtype=kernel.dtype, device=kernel.device))
 
 
 # ---------------------------------------------------------------------------------------------- spatial
@@ -316,6 +313,7 @@ class BilateralGridFilter:
             gain * gaussian_kernel1d(sigma, min(radius, size - 1), features.dtype, features.device)
             for size in sizes
         ]
+        self.blur_matrices = [_toeplitz(kern, size) for kern, size in zip(self.kernels, sizes, strict=True)]
         # self response diag(W^T G W) = prod_d sum_{k, l} w_k w_l g(k - l) = prod_d w_d^T G_d w_d
         diag = None
         lags = torch.arange(nodes, device=device)
@@ -377,8 +375,8 @@ class BilateralGridFilter:
         else:  # W^T and W are each other's adjoints: use the fast one for each backward
             grid = _Splat.apply(v, self)
         grid = grid.view(b, *self.sizes, c)
-        for d, kernel in enumerate(self.kernels):
-            grid = _blur_along(grid, d + 1, kernel.to(values.dtype))
+        for d, matrix in enumerate(self.blur_matrices):  # dense banded matrices: BLAS beats conv1d here
+            grid = torch.tensordot(grid, matrix.to(values.dtype), dims=([d + 1], [0])).movedim(-1, d + 1)
         grid = grid.reshape(-1, c)
         out = self.slice(grid) if self.weight.requires_grad else _Slice.apply(grid, self)
         out = out - self.self_response.to(values.dtype).unsqueeze(1) * v
