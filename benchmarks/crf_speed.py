@@ -42,17 +42,42 @@ def synthetic_patch(size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tenso
     return torch.from_numpy(logits.astype(np.float32)), torch.from_numpy(micrograph[None, None])
 
 
-def time_ours(kind: str, solver: str, logits, micrograph, scale: float, repeats: int, threads: int) -> float:
+def time_ours(
+    kind: str,
+    solver: str,
+    logits,
+    micrograph,
+    scale: float,
+    repeats: int,
+    threads: int,
+    source: str = "logits",
+    backward: bool = False,
+) -> float:
+    """Median seconds of one CRF call (5 iterations), optionally with the backward pass."""
     torch.set_num_threads(threads)
-    crf = build_crf(CRFConfig(kind=kind, solver=solver, iterations=5), num_classes=2, scale=scale)
-    guide = micrograph if kind == "crf" else logits
+    config = CRFConfig(kind=kind, solver=solver, iterations=5, feature_source=source)
+    crf = build_crf(config, num_classes=2, scale=scale, guide_channels=16)
+    if kind == "crf":
+        guide = micrograph
+    elif source == "decoder":
+        guide = torch.randn(1, 16, *logits.shape[-2:], generator=torch.Generator().manual_seed(0))
+    else:
+        guide = logits
+
+    def run():
+        if backward:
+            x = logits.clone().requires_grad_(True)
+            crf(x, guide)[:, 1].sum().backward()
+        else:
+            with torch.no_grad():
+                crf(logits, guide)
+
+    run()  # warm-up
     times = []
-    with torch.no_grad():
-        crf(logits, guide)  # warm-up
-        for _ in range(repeats):
-            start = time.perf_counter()
-            crf(logits, guide)
-            times.append(time.perf_counter() - start)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
     return float(np.median(times))
 
 
@@ -147,6 +172,15 @@ def main() -> int:
             for threads in (1, 2):
                 seconds = time_ours(kind, solver, logits, micrograph, args.scale, args.repeats, threads)
                 rows.append((f"crisp {kind} {solver}", threads, seconds, ""))
+    for name, kind, source, backward in [
+        ("crisp cd-crf decoder mean-field", "cd-crf", "decoder", False),
+        ("crisp crf mean-field +backward", "crf", "logits", True),
+        ("crisp cd-crf decoder mf +backward", "cd-crf", "decoder", True),
+    ]:
+        seconds = time_ours(
+            kind, "mean-field", logits, micrograph, args.scale, args.repeats, 1, source, backward
+        )
+        rows.append((name, 1, seconds, "16 decoder channels -> 2" if source == "decoder" else ""))
     ref = time_pydensecrf(logits, micrograph, args.scale, args.repeats)
     if ref is None:
         rows.append(("pydensecrf mean-field", 1, float("nan"), "not installed"))
