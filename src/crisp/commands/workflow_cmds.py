@@ -1,4 +1,4 @@
-"""CLI verbs that span stages: compare (and later sweep, report, demo)."""
+"""CLI verbs that span stages: compare, sweep, report, demo."""
 
 from __future__ import annotations
 
@@ -28,3 +28,66 @@ def register(app: typer.Typer) -> None:
         if output is not None:
             md, csv = write_comparison(table, output)
             typer.echo(f"wrote {md} and {csv}")
+
+    @app.command("demo")
+    def demo(
+        output: Path = typer.Option(Path("crisp-demo"), "-o", "--output", help="Project folder."),
+        quick: bool = typer.Option(False, "--quick", help="Smaller sizes (about 3 minutes); every stage."),
+        seed: int = typer.Option(0, "--seed", help="Seed of simulation, split, training and picking."),
+        force: bool = typer.Option(False, "--force", help="Redo every stage (default: skip finished ones)."),
+        progress: bool = typer.Option(False, "--progress", help="Show each stage's progress bars too."),
+    ) -> None:
+        """The whole workflow on synthetic data: simulate, train CNN and CNN+CD-CRF, pick, report."""
+        import warnings
+
+        from crisp.compare import to_markdown
+        from crisp.workflow.demo import run_demo
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*")
+            _quiet_lightning()
+            result = run_demo(output, quick=quick, seed=seed, force=force, progress=progress,
+                              echo=typer.echo)
+        typer.echo("")
+        typer.echo(to_markdown(result.table))
+        typer.echo(f"report: {result.report}")
+        typer.echo(f"project folder: {result.project} ({result.wall_s:.0f} s)")
+
+    @app.command("sweep")
+    def sweep(
+        grid: Path = typer.Argument(..., help="Sweep file (YAML): dataset, out, preset, base, grid, "
+                                    "evaluate."),
+        progress: bool = typer.Option(False, "--progress", help="Show training progress bars."),
+    ) -> None:
+        """Train and evaluate one run per point of a grid of training settings; print the comparison."""
+        from crisp.compare import to_markdown
+        from crisp.workflow.sweep import load_sweep, run_sweep
+
+        plan = load_sweep(grid)  # validates every grid point before anything runs
+        typer.echo(f"{len(plan.runs)} run(s) in {plan.out}")
+        _quiet_lightning()
+        table = run_sweep(grid, progress=progress, echo=typer.echo)
+        typer.echo(to_markdown(table))
+        typer.echo(f"wrote {plan.out / 'comparison.md'} and {plan.out / 'comparison.csv'}")
+
+    @app.command("report")
+    def report(
+        inputs: list[Path] = typer.Argument(..., help="Run directories, demo projects or sweep folders."),
+        output: Path = typer.Option(Path("report"), "-o", "--output", help="Report folder (index.html)."),
+        subset: str = typer.Option("test", "--subset", help="Which evaluation to show "
+                                   "(RUN/evaluation/SUBSET.json)."),
+        title: str = typer.Option("CRISP report", "--title", help="Page title."),
+    ) -> None:
+        """A static HTML page with figures (picks, overlays, histograms, curves) and metric tables."""
+        from crisp.workflow.report_builder import build_report
+
+        page = build_report(inputs, output, subset=subset, title=title)
+        typer.echo(f"report: {page}")
+
+
+def _quiet_lightning() -> None:
+    """Keep Lightning's start-up notices (GPU/TPU availability, tips) out of the stage lines."""
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,86 @@
+"""A tiny stage runner: named steps that are skipped when their output exists, with timing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from crisp.errors import CrispError
+
+
+@dataclass
+class Stage:
+    """One step of a workflow.
+
+    Attributes
+    ----------
+    name
+        Shown in the progress lines.
+    done
+        True when the stage's output is complete (the stage is then skipped).
+    run
+        Does the work (resumable: it may find part of its output already there).
+    """
+
+    name: str
+    done: Callable[[], bool]
+    run: Callable[[], object]
+
+
+def run_stages(stages: list[Stage], *, echo: Callable[[str], None] = print) -> dict[str, float | None]:
+    """Run the stages in order; return seconds per stage (None when skipped).
+
+    Each stage prints ``[k/n] NAME ...`` and then either ``done (12.3 s)`` or ``skipped (done before)``.
+    """
+    timings: dict[str, float | None] = {}
+    total = time.perf_counter()
+    for k, stage in enumerate(stages, start=1):
+        prefix = f"[{k}/{len(stages)}] {stage.name}"
+        if stage.done():
+            echo(f"{prefix}: skipped (done before)")
+            timings[stage.name] = None
+            continue
+        echo(f"{prefix} ...")
+        start = time.perf_counter()
+        stage.run()
+        if not stage.done():
+            raise CrispError(f"stage '{stage.name}' finished without its output")
+        timings[stage.name] = time.perf_counter() - start
+        echo(f"{prefix}: done in {timings[stage.name]:.1f} s (total {time.perf_counter() - total:.1f} s)")
+    return timings
+
+
+def remove_run_dir(path: str | os.PathLike[str]) -> None:
+    """Delete a training run directory (refuses folders that do not look like one)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    markers = ("config.yaml", "checkpoints", "summary.json", "metrics.csv", "logs")
+    contents = {p.name for p in path.iterdir()}
+    if contents and not contents & set(markers):
+        raise CrispError("refusing to delete a folder that is not a training run", path)
+    shutil.rmtree(path)
+
+
+def train_or_resume(config, dataset_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], *,
+                    force: bool = False, progress: bool = True) -> Path:
+    """Train into ``run_dir`` unless it holds a finished run; resume an interrupted one.
+
+    A finished run has ``summary.json``; an interrupted one with ``checkpoints/last.ckpt`` is resumed;
+    any other partial run directory is started again. ``force`` starts again in every case.
+    """
+    from crisp.train import train
+
+    run = Path(run_dir)
+    if force:
+        remove_run_dir(run)
+    if (run / "summary.json").is_file():
+        return run
+    if (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file():
+        return train(config, dataset_dir, run, resume=True, progress=progress)
+    remove_run_dir(run)
+    return train(config, dataset_dir, run, progress=progress)

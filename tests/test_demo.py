@@ -1,0 +1,143 @@
+"""``crisp demo`` end to end at tiny sizes: every stage's output, the table, the report, resumption."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from crisp.workflow.demo import TABLE_COLUMNS, make_demo_config, results_table, run_demo
+
+TINY = dict(tiny=True, progress=False)
+
+
+class _Checker(HTMLParser):
+    """Collects image sources and checks that every opened tag is closed in order."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack: list[str] = []
+        self.images: list[str] = []
+        self.errors: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unexpected </{tag}> with open {self.stack[-3:]}")
+        else:
+            self.stack.pop()
+
+
+def check_page(page: Path) -> list[str]:
+    """Parse a report page; assert it is well formed and every image is an existing PNG; return srcs."""
+    checker = _Checker()
+    checker.feed(page.read_text(encoding="utf-8"))
+    assert checker.errors == [] and checker.stack == []
+    assert checker.images
+    for src in checker.images:
+        assert (page.parent / src).is_file(), src
+        assert (page.parent / src).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return checker.images
+
+
+def tiny_project(tmp_path_factory) -> tuple[Path, list[str]]:
+    """One tiny demo project per test session (later calls resume it: every stage skipped)."""
+    project = tmp_path_factory.getbasetemp() / "tiny-demo"
+    lines: list[str] = []
+    run_demo(project, echo=lines.append, **TINY)
+    return project, lines
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    project, lines = tiny_project(tmp_path_factory)
+    return project, lines
+
+
+STAGE_OUTPUTS = [
+    "demo.yaml", "synthetic/split.yaml", "synthetic/preview.png", "synthetic/micrographs",
+    "runs/cnn/summary.json", "runs/cnn/metrics.csv", "runs/cnn/checkpoints/best.ckpt",
+    "runs/cdcrf/summary.json", "runs/cnn/picker.yaml", "runs/cdcrf/picker.yaml",
+    "runs/cnn/evaluation/test.json", "runs/cdcrf/evaluation/test.json",
+    "picks/cnn/autopick.star", "picks/cdcrf/autopick.star", "particles/particles.star",
+    "report/index.html", "results.md",
+]
+
+
+def test_every_stage_output_exists(demo):
+    project, lines = demo
+    for rel in STAGE_OUTPUTS:
+        assert (project / rel).exists(), rel
+    test_names = (project / "synthetic" / "split.yaml").read_text()
+    assert "test" in test_names
+    for key in ("cnn", "cdcrf"):
+        assert sorted((project / "probabilities" / key / "test").glob("*.mrc"))
+        assert sorted((project / "probabilities" / key / "val").glob("*.mrc"))
+    assert list((project / "particles").rglob("*.mrcs"))
+    # the fine-tuned run has a CD-CRF and started from the CNN
+    config = (project / "runs" / "cdcrf" / "config.yaml").read_text()
+    assert "cd-crf" in config and "runs/cnn" in config
+    assert any("train CNN+CD-CRF" in line for line in lines)
+
+
+def test_final_table_has_both_models_and_metrics_in_unit_range(demo):
+    project, _ = demo
+    table = results_table(project)
+    assert list(table["model"]) == ["CNN", "CNN+CD-CRF"]
+    assert list(table.columns) == ["model", *TABLE_COLUMNS]
+    values = table[list(TABLE_COLUMNS)].to_numpy()
+    assert ((values >= 0) & (values <= 1)).all()
+    record = json.loads((project / "runs" / "cdcrf" / "evaluation" / "test.json").read_text())
+    assert record["picking"]["radius_px"] == pytest.approx(record["diameter_px"] / 2)
+
+
+def test_report_is_valid_html_with_existing_images(demo):
+    project, _ = demo
+    images = check_page(project / "report" / "index.html")
+    text = (project / "report" / "index.html").read_text()
+    assert "probability histogram" in text and "precision-recall" in text
+    assert any("picks" in src for src in images) and any("training" in src for src in images)
+
+
+def test_rerun_skips_every_stage_and_rewrites_nothing(demo, tmp_path_factory):
+    project, _ = demo
+    watched = [p for rel in STAGE_OUTPUTS if (p := project / rel).is_file()]
+    before = {p: p.stat().st_mtime_ns for p in watched}
+    lines: list[str] = []
+    result = run_demo(project, echo=lines.append, **TINY)
+    assert all(seconds is None for seconds in result.timings.values())
+    assert all("skipped" in line for line in lines)
+    assert {p: p.stat().st_mtime_ns for p in watched} == before
+
+
+def test_compare_reads_the_demo_runs(demo):
+    from crisp.compare import compare_runs
+
+    project, _ = demo
+    table = compare_runs([project / "runs" / "cnn", project / "runs" / "cdcrf"])
+    assert "test.pixel.iou" in table and "test.picking.AP" in table and "crf.kind" in table
+
+
+def test_other_settings_in_an_existing_project_are_refused(demo):
+    from crisp.errors import CrispError
+
+    project, _ = demo
+    with pytest.raises(CrispError, match="seed"):
+        run_demo(project, seed=5, echo=lambda _: None, **TINY)
+
+
+def test_demo_sizes_are_validated():
+    from crisp.errors import CrispError
+
+    assert make_demo_config("quick").micrographs < make_demo_config("full").micrographs
+    with pytest.raises(CrispError, match="huge"):
+        make_demo_config("huge")

@@ -1,0 +1,59 @@
+"""``crisp report`` on a demo project and on single runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crisp.cli import main
+from crisp.workflow.demo import run_demo
+from crisp.workflow.report_builder import build_report, find_runs
+
+
+def tiny_project(tmp_path_factory) -> Path:
+    """The session's tiny demo project (made once; tests/test_demo.py shares it through the path)."""
+    project = tmp_path_factory.getbasetemp() / "tiny-demo"
+    run_demo(project, tiny=True, progress=False, echo=lambda _: None)
+    return project
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return tiny_project(tmp_path_factory)
+
+
+def _images(page: Path) -> list[str]:
+    from test_demo import check_page
+
+    return check_page(page)
+
+
+def test_report_cli_on_the_demo_project(project, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["report", str(project), "-o", str(out), "--title", "my runs"]) == 0
+    assert str(out / "index.html") in capsys.readouterr().out
+    images = _images(out / "index.html")
+    names = {Path(src).name for src in images}
+    assert {"cnn_training.png", "cdcrf_training.png", "probability_histogram.png",
+            "precision_recall.png"} <= names
+    assert any(n.endswith("_picks.png") for n in names) and any(n.endswith("_seg.png") for n in names)
+    text = (out / "index.html").read_text()
+    assert "my runs" in text and "cd-crf" in text
+
+
+def test_report_of_one_run_shows_only_it(project, tmp_path):
+    page = build_report([project / "runs" / "cdcrf"], tmp_path / "one")
+    names = {Path(src).name for src in _images(page)}
+    assert "cdcrf_training.png" in names and "cnn_training.png" not in names
+
+
+def test_runs_are_found_in_projects_and_folders(project):
+    assert [p.name for p in find_runs([project])] == ["cdcrf", "cnn"]
+    assert [p.name for p in find_runs([project / "runs", project / "runs" / "cnn"])] == ["cdcrf", "cnn"]
+
+
+def test_not_a_run_exits_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "r")]) == 2
+    assert "neither a run directory" in capsys.readouterr().err

@@ -1,0 +1,91 @@
+"""``crisp sweep``: one run per grid point, resumable, validated up front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crisp.cli import main
+from crisp.config import save_yaml
+from crisp.workflow.sweep import load_sweep, run_name, run_sweep
+
+TINY_BASE = {"epochs": 1, "bin": 2, "patch_px": 64, "encoder_depth": 3, "val_overlap_px": 16,
+             "patches_per_micrograph": 2, "arch_params": {"decoder_channels": [16, 8, 4]}}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    from crisp.dataset import make_split, write_split
+    from crisp.simulate import make_config, simulate_dataset
+
+    root = tmp_path_factory.mktemp("sweep") / "data"
+    config = make_config("small", width_px=256, height_px=256, pixel_size=7.08, count=5, particles=(5, 5))
+    names = simulate_dataset(root, config, progress=False)
+    write_split(root / "split.yaml", make_split(names, 2, 1, seed=0))
+    return root
+
+
+def write_grid(folder: Path, dataset: Path, grid: dict, **extra) -> Path:
+    path = folder / "grid.yaml"
+    save_yaml(path, {"dataset": str(dataset),
+                     "out": "sweep", "preset": "cpu", "base": TINY_BASE, "grid": grid, "evaluate": "test",
+                     **extra})
+    return path
+
+
+def test_two_runs_then_a_rerun_skips_both(dataset, tmp_path):
+    grid = write_grid(tmp_path, dataset, {"loss": ["dice", "jaccard"], "crf.kind": ["none"]})
+    lines: list[str] = []
+    table = run_sweep(grid, progress=False, echo=lines.append)
+    out = tmp_path / "sweep"
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["loss-dice", "loss-jaccard"]
+    assert list(table["run"]) == ["loss-dice", "loss-jaccard"]
+    assert "loss" in table and "test.pixel.iou" in table
+    assert table["test.pixel.iou"].between(0, 1).all()
+    assert (out / "comparison.md").is_file() and (out / "comparison.csv").is_file()
+    for run in ("loss-dice", "loss-jaccard"):
+        assert (out / run / "evaluation" / "test.json").is_file()
+    # the seed is the same in every run, so only the design differs
+    configs = [(out / r / "config.yaml").read_text() for r in ("loss-dice", "loss-jaccard")]
+    assert configs[0].replace("jaccard", "dice") == configs[1].replace("jaccard", "dice")
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
+    again: list[str] = []
+    run_sweep(grid, progress=False, echo=again.append)
+    assert len(again) == 2 and all("skipped" in line for line in again)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == mtimes
+
+
+def test_bad_key_exits_2_naming_the_key_and_file(dataset, tmp_path, capsys):
+    grid = write_grid(tmp_path, dataset, {"arch": ["unet"], "crf.kindd": ["none"]})
+    assert main(["sweep", str(grid)]) == 2
+    err = capsys.readouterr().err
+    assert "crf.kindd" in err and "grid.yaml" in err and "Traceback" not in err
+    grid = write_grid(tmp_path, dataset, {"learning_rate": [0.1]})
+    assert main(["sweep", str(grid)]) == 2
+    assert "learning_rate" in capsys.readouterr().err
+
+
+def test_bad_value_is_refused_before_anything_runs(dataset, tmp_path):
+    from crisp.errors import CrispError
+
+    grid = write_grid(tmp_path, dataset, {"patch_px": [64, 100]})
+    with pytest.raises(CrispError, match="patch_px"):
+        load_sweep(grid)
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_paths_are_relative_to_the_grid_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    spec = {"dataset": "../data", "out": "runs/s", "grid": {"loss": ["dice"]}}
+    save_yaml(tmp_path / "sub" / "g.yaml", spec)
+    plan = load_sweep(tmp_path / "sub" / "g.yaml")
+    assert plan.dataset == tmp_path / "sub" / ".." / "data"
+    assert plan.out == tmp_path / "sub" / "runs" / "s"
+    assert list(plan.runs) == ["run"]
+
+
+def test_run_names_are_filesystem_safe():
+    name = run_name({"encoder": "tu-mobilenetv3/small 100", "crf.kind": "cd-crf"}, ["encoder", "crf.kind"])
+    assert "/" not in name and " " not in name
+    assert name == "encoder-tu-mobilenetv3-small-100_kind-cd-crf"
