@@ -107,7 +107,8 @@ def test_patch_dataset_epochs():
 
 # ---------------------------------------------------------------------------------------- training
 def test_train_run_directory_and_best_checkpoint(dataset, tmp_path, monkeypatch):
-    """Force epoch 1 to be the best (stub validation predictions): best.ckpt must be epoch 1, not last."""
+    """Force epoch 1 to be the best (stub validation predictions): best.ckpt must be epoch 1, not last;
+    early stopping with patience 1 ends the 5-epoch run after epoch 2."""
     import crisp.predict
     from crisp.train import train
 
@@ -124,7 +125,7 @@ def test_train_run_directory_and_best_checkpoint(dataset, tmp_path, monkeypatch)
         return out
 
     monkeypatch.setattr(crisp.predict, "predict_probabilities", staged)
-    run = train(tiny_config(epochs=3), dataset, tmp_path / "run", progress=False)
+    run = train(tiny_config(epochs=5, early_stopping_patience=1), dataset, tmp_path / "run", progress=False)
     for name in ("config.yaml", "split.yaml", "metrics.csv", "summary.json", "training_curves.png",
                  "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name

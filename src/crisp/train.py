@@ -74,6 +74,7 @@ class TrainConfig(StageConfig):
     num_workers: int = Field(0, ge=0)
     accelerator: str = "auto"
     devices: str | int = "auto"
+    precision: str = Field("32-true", description="Lightning precision, e.g. 'bf16-mixed' on a GPU")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
 
     @field_validator("patch_px")
@@ -195,13 +196,17 @@ def _lightning_module_class():
             self._val_losses.append(float(self.loss_fn(log_probs, labels)))
 
         def on_validation_epoch_end(self):
-            tp, fp, fn, _tn = self._val_stats
+            totals = torch.tensor([*self._val_stats, sum(self._val_losses), len(self._val_losses)],
+                                  dtype=torch.float64, device=self.device)
+            if self.trainer.world_size > 1:  # each process validated a share of the micrographs
+                totals = self.all_gather(totals).reshape(-1, totals.numel()).sum(0)
+            tp, fp, fn, _tn, loss_sum, loss_count = totals.tolist()
             iou = tp / (tp + fp + fn) if tp + fp + fn else 1.0
             precision = tp / (tp + fp) if tp + fp else 1.0 if fn == 0 else 0.0
             recall = tp / (tp + fn) if tp + fn else 1.0
             f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
             values = dict(val_iou=iou, val_f1=f1, val_precision=precision, val_recall=recall,
-                          val_loss=float(np.mean(self._val_losses)) if self._val_losses else float("nan"))
+                          val_loss=loss_sum / loss_count if loss_count else float("nan"))
             for key, value in values.items():
                 self.log(key, float(value), prog_bar=key == "val_iou")
 
@@ -362,6 +367,7 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
     on_gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
     trainer = pl.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
+        precision=config.precision,
         deterministic=not on_gpu, callbacks=callbacks, logger=CSVLogger(run_dir, name="logs", version=""),
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=1, default_root_dir=run_dir)
