@@ -233,10 +233,15 @@ class BilateralGridFilter:
     theta_px, theta_feature
         Kernel standard deviations in pixels and in feature units.
     cell
-        Grid cell size in units of the standard deviation (below ``sqrt(3)``); smaller is more accurate
-        and slower. 0.5 keeps the error on smooth inputs at about 1 %.
+        Grid cell size in units of the standard deviation; smaller is more accurate and slower. With
+        linear interpolation 0.5 keeps the relative error of the messages at about 1 % (0.35: 0.6 %,
+        1.0: 5 %).
     truncate
         Grid blur radius in blur standard deviations.
+    order
+        Interpolation: 1 = multilinear (``2^D`` corners per pixel, ``cell < sqrt(3)``), 2 = quadratic
+        B-spline (``3^D`` corners, ``cell < sqrt(2)``; shift-invariant variance, so more accurate per
+        cell but slower per pixel).
     """
 
     def __init__(
