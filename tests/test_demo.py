@@ -141,3 +141,14 @@ def test_demo_sizes_are_validated():
     assert make_demo_config("quick").micrographs < make_demo_config("full").micrographs
     with pytest.raises(CrispError, match="huge"):
         make_demo_config("huge")
+
+
+def test_demo_cli_resumes_and_prints_the_table(demo, capsys):
+    from crisp.cli import main
+
+    project, _ = demo
+    assert main(["demo", "-o", str(project), "--tiny"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped (done before)") == 13
+    assert "| model | pixel IoU |" in out and "CNN+CD-CRF" in out
+    assert f"report: {project / 'report' / 'index.html'}" in out

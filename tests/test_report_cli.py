@@ -57,3 +57,26 @@ def test_not_a_run_exits_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "r")]) == 2
     assert "neither a run directory" in capsys.readouterr().err
+
+
+def test_match_picks_marks_hand_made_case():
+    import numpy as np
+    import pandas as pd
+
+    from crisp.workflow.evaluate_run import match_picks, precision_recall_curve
+
+    picks = pd.DataFrame({"rlnMicrographName": ["a", "a", "a", "b"],
+                          "rlnCoordinateX": [200.0, 10.0, 50.0, 12.0],
+                          "rlnCoordinateY": [200.0, 10.0, 50.0, 10.0],
+                          "rlnAutopickFigureOfMerit": [0.7, 0.9, 0.8, 0.95]})
+    truth = pd.DataFrame({"rlnMicrographName": ["a", "a", "a", "b"],
+                          "rlnCoordinateX": [12.0, 50.0, 100.0, 300.0],
+                          "rlnCoordinateY": [10.0, 55.0, 100.0, 300.0]})
+    marked_picks, marked_truth = match_picks(picks, truth, radius_px=8)
+    # the pick on b is 2 px from a's first truth but on another micrograph: a false positive
+    assert marked_picks["is_true_positive"].tolist() == [False, True, True, False]
+    assert marked_truth["is_matched"].tolist() == [True, True, False, False]
+    recall, precision = precision_recall_curve(picks, truth, radius_px=8)
+    # ranked by score: b (FP), a10 (TP), a50 (TP), a200 (FP)
+    np.testing.assert_allclose(recall, [0, 0.25, 0.5, 0.5])
+    np.testing.assert_allclose(precision, [0, 0.5, 2 / 3, 0.5])

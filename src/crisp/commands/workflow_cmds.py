@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of simulation, split, training and picking."),
         force: bool = typer.Option(False, "--force", help="Redo every stage (default: skip finished ones)."),
         progress: bool = typer.Option(False, "--progress", help="Show each stage's progress bars too."),
+        tiny: bool = typer.Option(False, "--tiny", hidden=True, help="Minimal sizes (tests only)."),
     ) -> None:
         """The whole workflow on synthetic data: simulate, train CNN and CNN+CD-CRF, pick, report."""
         import warnings
@@ -46,7 +47,7 @@ def register(app: typer.Typer) -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*")
             _quiet_lightning()
-            result = run_demo(output, quick=quick, seed=seed, force=force, progress=progress,
+            result = run_demo(output, quick=quick, tiny=tiny, seed=seed, force=force, progress=progress,
                               echo=typer.echo)
         typer.echo("")
         typer.echo(to_markdown(result.table))

@@ -52,20 +52,20 @@ class DemoConfig(StageConfig):
 
     size: str = "full"
     seed: int = 0
-    micrographs: int = Field(20, ge=3)
+    micrographs: int = Field(16, ge=3)
     size_px: int = Field(1024, ge=64, description="micrograph width and height, pixels")
     pixel_size: float = Field(3.54, gt=0, description="Å per pixel")
     particles: tuple[int, int] = (60, 60)
     snr: float = Field(0.02, gt=0)
-    n_train: int = Field(12, ge=1)
-    n_val: int = Field(4, ge=1)
+    n_train: int = Field(10, ge=1)
+    n_val: int = Field(3, ge=1)
     bin: int = Field(4, ge=1)
     patch_px: int = Field(128, ge=32)
     encoder: str = "resnet18"
     encoder_depth: int = Field(4, ge=1, le=5)
     decoder_channels: list[int] | None = None
     epochs_cnn: int = Field(10, ge=1)
-    epochs_crf: int = Field(3, ge=1)
+    epochs_crf: int = Field(2, ge=1)
     patches_per_micrograph: int = Field(4, ge=1)
     micrographs_per_batch: int = Field(2, ge=1)
     repeats: int = Field(1, ge=1)
@@ -80,7 +80,7 @@ class DemoConfig(StageConfig):
 
 DEMO_PRESETS: dict[str, dict[str, Any]] = {
     "full": {},
-    "quick": dict(micrographs=12, size_px=768, n_train=7, n_val=2, epochs_cnn=6, epochs_crf=2),
+    "quick": dict(micrographs=11, size_px=768, n_train=7, n_val=2, epochs_cnn=6, epochs_crf=1),
     "tiny": dict(micrographs=6, size_px=256, pixel_size=7.08, particles=(6, 6), n_train=3, n_val=2,
                  bin=2, patch_px=64, encoder_depth=3, decoder_channels=[32, 16, 8], epochs_cnn=1,
                  epochs_crf=1, patches_per_micrograph=2, crf_iterations=2, finders=["grid-nms"]),
@@ -235,7 +235,7 @@ def run_demo(out: str | os.PathLike[str] = "crisp-demo", *, quick: bool = False,
 
     def train_stage(key: str, config) -> Stage:
         return Stage(f"train {MODELS[key]}", lambda: (runs[key] / "summary.json").is_file(),
-                     lambda: train_or_resume(config, dataset, runs[key], force=force, progress=progress))
+                     lambda: train_or_resume(config, dataset, runs[key], progress=progress))
 
     def maps_done(key: str) -> bool:
         if not (dataset / "split.yaml").is_file():
@@ -304,14 +304,16 @@ def run_demo(out: str | os.PathLike[str] = "crisp-demo", *, quick: bool = False,
                             lambda k=key: evaluate(k)))
     stages.append(Stage("report", lambda: (report / "index.html").is_file(), make_report))
 
-    if force:
+    if force:  # every stage again: remove what the demo wrote (only its own folders)
+        from crisp.workflow.stages import remove_run_dir
+
+        for key in MODELS:
+            remove_run_dir(runs[key])
+        if (dataset / "simulation.yaml").is_file():
+            shutil.rmtree(dataset)
         for path in [*probs.values(), *picks.values(), particles, report]:
             if path.is_dir():
                 shutil.rmtree(path)
-        for key in MODELS:
-            for path in (runs[key] / "picker.yaml", runs[key] / "picker_tuning.csv",
-                         evaluation_path(runs[key])):
-                path.unlink(missing_ok=True)
     timings = run_stages(stages, echo=echo)
     table = results_table(project)
     from crisp.compare import to_markdown
