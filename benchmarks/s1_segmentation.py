@@ -24,7 +24,8 @@ from pathlib import Path
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="work folder (dataset, run, maps)")
     parser.add_argument("--count", type=int, default=32)
     parser.add_argument("--train", type=int, default=16)
