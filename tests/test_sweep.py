@@ -35,7 +35,7 @@ def write_grid(folder: Path, dataset: Path, grid: dict, **extra) -> Path:
 
 
 def test_two_runs_then_a_rerun_skips_both(dataset, tmp_path):
-    grid = write_grid(tmp_path, dataset, {"loss": ["dice", "jaccard"], "crf.kind": ["none"]})
+    grid = write_grid(tmp_path, dataset, {"loss": ["dice", "jaccard"], "crf.kind": ["none"]}, picker="tune")
     lines: list[str] = []
     table = run_sweep(grid, progress=False, echo=lines.append)
     out = tmp_path / "sweep"
@@ -43,6 +43,8 @@ def test_two_runs_then_a_rerun_skips_both(dataset, tmp_path):
     assert list(table["run"]) == ["loss-dice", "loss-jaccard"]
     assert "loss" in table and "test.pixel.iou" in table
     assert table["test.pixel.iou"].between(0, 1).all()
+    assert table["test.picking.F1"].between(0, 1).all() and table["test.box.mAP"].between(0, 1).all()
+    assert (out / "loss-dice" / "picker.yaml").is_file()
     assert (out / "comparison.md").is_file() and (out / "comparison.csv").is_file()
     for run in ("loss-dice", "loss-jaccard"):
         assert (out / run / "evaluation" / "test.json").is_file()

@@ -80,7 +80,8 @@ class DemoConfig(StageConfig):
 
 DEMO_PRESETS: dict[str, dict[str, Any]] = {
     "full": {},
-    "quick": dict(micrographs=11, size_px=768, n_train=7, n_val=2, epochs_cnn=6, epochs_crf=1),
+    "quick": dict(micrographs=11, size_px=768, n_train=7, n_val=2, encoder_depth=3, epochs_cnn=6,
+                  epochs_crf=1, crf_iterations=3),
     "tiny": dict(micrographs=6, size_px=256, pixel_size=7.08, particles=(6, 6), n_train=3, n_val=2,
                  bin=2, patch_px=64, encoder_depth=3, decoder_channels=[32, 16, 8], epochs_cnn=1,
                  epochs_crf=1, patches_per_micrograph=2, crf_iterations=2, finders=["grid-nms"]),
