@@ -281,7 +281,7 @@ def run_demo(out: str | os.PathLike[str] = "crisp-demo", *, quick: bool = False,
                  f"micrographs. Metrics on the test micrographs: pixel metrics at p >= 0.5 pooled over "
                  "the micrographs; picking by radius matching at half the diameter (precision, recall, "
                  "F1 at the threshold tuned on validation; AP over all candidates) and box-IoU mAP.")
-        build_report([project / "runs"], report, title="CRISP demo report", intro=intro)
+        build_report([runs[key] for key in MODELS], report, title="CRISP demo report", intro=intro)
 
     stages = [
         Stage("simulate + split", lambda: (dataset / "split.yaml").is_file(), simulate),

@@ -138,6 +138,17 @@ def _evaluated_names(view: RunView) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.mrc"))
 
 
+def _histogram_sample(prob_dir: Path, names: list[str], max_maps: int = 16,
+                      max_pixels: int = 1 << 20) -> list[np.ndarray]:
+    """Pixels of up to ``max_maps`` maps, each strided down to at most ``max_pixels`` (bounded memory)."""
+    sample = []
+    step = max(1, len(names) // max_maps)
+    for prob in read_maps(prob_dir, names[::step][:max_maps]).values():
+        stride = max(1, int(np.ceil(np.sqrt(prob.size / max_pixels))))
+        sample.append(np.ascontiguousarray(prob[::stride, ::stride]))
+    return sample
+
+
 def build_report(inputs: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
                  subset: str = "test", title: str = "CRISP report", max_micrographs: int = 2,
                  intro: str = "") -> Path:
@@ -214,8 +225,8 @@ def build_report(inputs: Iterable[str | os.PathLike[str]], out_dir: str | os.Pat
         if not names or dataset is None or not dataset.is_dir():
             continue
         folder = DatasetFolder(dataset)
-        maps = read_maps(view.probabilities, names)
-        histograms[view.label] = list(maps.values())
+        histograms[view.label] = _histogram_sample(view.probabilities, names)
+        maps = read_maps(view.probabilities, names[:max_micrographs])
         shown = names[:max_micrographs]
         for name in shown:
             image = read_micrograph(folder.micrograph(name)).data
