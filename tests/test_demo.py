@@ -152,3 +152,28 @@ def test_demo_cli_resumes_and_prints_the_table(demo, capsys):
     assert out.count("skipped (done before)") == 13
     assert "| model | pixel IoU |" in out and "CNN+CD-CRF" in out
     assert f"report: {project / 'report' / 'index.html'}" in out
+
+
+def test_stage_runner_skips_done_stages_and_checks_outputs(tmp_path):
+    from crisp.errors import CrispError
+    from crisp.workflow.stages import Stage, remove_run_dir, run_stages
+
+    marker = tmp_path / "out.txt"
+    calls: list[str] = []
+    stages = [Stage("write", marker.is_file, lambda: (calls.append("write"), marker.write_text("x"))),
+              Stage("done already", lambda: True, lambda: calls.append("never"))]
+    lines: list[str] = []
+    timings = run_stages(stages, echo=lines.append)
+    assert calls == ["write"] and timings["done already"] is None and timings["write"] >= 0
+    assert lines[0] == "[1/2] write ..." and lines[1].startswith("[1/2] write: done in ")
+    assert lines[2] == "[2/2] done already: skipped (done before)"
+    with pytest.raises(CrispError, match="without its output"):
+        run_stages([Stage("lazy", lambda: False, lambda: None)], echo=lines.append)
+    # only training run folders are ever deleted
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.tex").write_text("keep me")
+    with pytest.raises(CrispError, match="not a training run"):
+        remove_run_dir(tmp_path / "notes")
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    remove_run_dir(tmp_path / "run")
+    assert not (tmp_path / "run").exists() and (tmp_path / "notes" / "thesis.tex").is_file()
