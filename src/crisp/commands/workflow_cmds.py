@@ -6,6 +6,18 @@ from pathlib import Path
 
 import typer
 
+DEMO_HELP = (
+    "The whole workflow on synthetic data: simulate, train CNN and CNN+CD-CRF, pick, report.\n\n"
+    "Every stage's output stays in the project folder (synthetic/, runs/cnn, runs/cdcrf, probabilities/, "
+    "picks/, particles/, report/index.html, results.md); a rerun skips finished stages. About 10 minutes "
+    "on 2 CPU cores (--quick: about 3).")
+SWEEP_HELP = (
+    "Train and evaluate one run per point of a grid of training settings; print the comparison.\n\n"
+    "The YAML names the dataset and out folder (relative to the YAML's folder), a preset, base settings, "
+    "the grid (any training setting; dotted keys such as crf.kind), the subset to evaluate on "
+    "(evaluate: test) and optionally picker: tune or a picker.yaml. Finished runs are skipped; "
+    "OUT/comparison.md and OUT/comparison.csv are written at the end.")
+
 
 def register(app: typer.Typer) -> None:
     """Add this area's verbs to ``app``."""
@@ -29,7 +41,7 @@ def register(app: typer.Typer) -> None:
             md, csv = write_comparison(table, output)
             typer.echo(f"wrote {md} and {csv}")
 
-    @app.command("demo")
+    @app.command("demo", help=DEMO_HELP)
     def demo(
         output: Path = typer.Option(Path("crisp-demo"), "-o", "--output", help="Project folder."),
         quick: bool = typer.Option(False, "--quick", help="Smaller sizes (about 3 minutes); every stage."),
@@ -38,12 +50,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(False, "--progress", help="Show each stage's progress bars too."),
         tiny: bool = typer.Option(False, "--tiny", hidden=True, help="Minimal sizes (tests only)."),
     ) -> None:
-        """The whole workflow on synthetic data: simulate, train CNN and CNN+CD-CRF, pick, report.
-
-        Every stage's output stays in the project folder (synthetic/, runs/cnn, runs/cdcrf,
-        probabilities/, picks/, particles/, report/index.html, results.md); a rerun skips
-        finished stages. About 10 minutes on 2 CPU cores (--quick: about 3).
-        """
+        """The whole workflow on synthetic data: simulate, train CNN and CNN+CD-CRF, pick, report."""
         import warnings
 
         from crisp.compare import to_markdown
@@ -59,18 +66,12 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"report: {result.report}")
         typer.echo(f"project folder: {result.project} ({result.wall_s:.0f} s)")
 
-    @app.command("sweep")
+    @app.command("sweep", help=SWEEP_HELP)
     def sweep(
         grid: Path = typer.Argument(..., help="Sweep file (YAML)."),
         progress: bool = typer.Option(False, "--progress", help="Show training progress bars."),
     ) -> None:
-        """Train and evaluate one run per point of a grid of training settings; print the comparison.
-
-        The YAML names the dataset and out folder (relative to the YAML's folder), a preset, base
-        settings, the grid (any training setting; dotted keys such as crf.kind), the subset to
-        evaluate on (evaluate: test) and optionally picker: tune or a picker.yaml. Finished runs
-        are skipped; OUT/comparison.md and .csv are written at the end.
-        """
+        """Train and evaluate one run per point of a grid of training settings; print the comparison."""
         from crisp.compare import to_markdown
         from crisp.workflow.sweep import load_sweep, run_sweep
 
