@@ -34,7 +34,7 @@ def write_grid(folder: Path, dataset: Path, grid: dict, **extra) -> Path:
     return path
 
 
-def test_two_runs_then_a_rerun_skips_both(dataset, tmp_path):
+def test_two_runs_then_a_rerun_skips_both(dataset, tmp_path, capsys):
     grid = write_grid(tmp_path, dataset, {"loss": ["dice", "jaccard"], "crf.kind": ["none"]}, picker="tune")
     lines: list[str] = []
     table = run_sweep(grid, progress=False, echo=lines.append)
@@ -52,9 +52,11 @@ def test_two_runs_then_a_rerun_skips_both(dataset, tmp_path):
     configs = [(out / r / "config.yaml").read_text() for r in ("loss-dice", "loss-jaccard")]
     assert configs[0].replace("jaccard", "dice") == configs[1].replace("jaccard", "dice")
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
-    again: list[str] = []
-    run_sweep(grid, progress=False, echo=again.append)
-    assert len(again) == 2 and all("skipped" in line for line in again)
+    capsys.readouterr()
+    assert main(["sweep", str(grid)]) == 0  # the CLI on the finished sweep: both skipped, table printed
+    out_text = capsys.readouterr().out
+    assert out_text.count("skipped (done before)") == 2
+    assert "| run |" in out_text and "loss-jaccard" in out_text and "comparison.md" in out_text
     assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == mtimes
 
 
