@@ -63,8 +63,12 @@ def register(app: typer.Typer) -> None:
                               echo=typer.echo)
         typer.echo("")
         typer.echo(to_markdown(result.table))
+        project = result.project
+        typer.echo(f"picks (RELION AutoPick): {project / 'picks' / 'cdcrf' / 'autopick.star'}")
+        typer.echo(f"particles: {project / 'particles' / 'particles.star'}")
+        typer.echo(f"compare: crisp compare {project / 'runs' / 'cnn'} {project / 'runs' / 'cdcrf'}")
         typer.echo(f"report: {result.report}")
-        typer.echo(f"project folder: {result.project} ({result.wall_s:.0f} s)")
+        typer.echo(f"project folder: {project} ({result.wall_s:.0f} s)")
 
     @app.command("sweep", help=SWEEP_HELP)
     def sweep(
