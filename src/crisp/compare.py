@@ -21,7 +21,7 @@ from crisp.config import read_yaml
 from crisp.errors import CrispError
 
 #: Settings shown first, when a run has them (dotted keys of config.yaml).
-SETTING_KEYS = ("arch", "encoder", "loss", "crf.kind", "crf.solver", "bin", "patch_size", "epochs", "seed")
+SETTING_KEYS = ("arch", "encoder", "loss", "crf.kind", "crf.solver", "bin", "patch_px", "epochs", "seed")
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
