@@ -9,8 +9,8 @@ import typer
 DEMO_HELP = (
     "The whole workflow on synthetic data: simulate, train CNN and CNN+CD-CRF, pick, report.\n\n"
     "Every stage's output stays in the project folder (synthetic/, runs/cnn, runs/cdcrf, probabilities/, "
-    "picks/, particles/, report/index.html, results.md); a rerun skips finished stages. About 10 minutes "
-    "on 2 CPU cores (--quick: about 3).")
+    "picks/, particles/, report/index.html, results.md); a rerun skips finished stages. Under 10 minutes "
+    "on 2 CPU cores, about 1 minute when they are free (--quick: under 3, about half a minute).")
 SWEEP_HELP = (
     "Train and evaluate one run per point of a grid of training settings; print the comparison.\n\n"
     "The YAML names the dataset and out folder (relative to the YAML's folder), a preset, base settings, "
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
     @app.command("demo", help=DEMO_HELP)
     def demo(
         output: Path = typer.Option(Path("crisp-demo"), "-o", "--output", help="Project folder."),
-        quick: bool = typer.Option(False, "--quick", help="Smaller sizes (about 3 minutes); every stage."),
+        quick: bool = typer.Option(False, "--quick", help="Smaller sizes (under 3 minutes); every stage."),
         seed: int = typer.Option(0, "--seed", help="Seed of simulation, split, training and picking."),
         force: bool = typer.Option(False, "--force", help="Redo every stage (default: skip finished ones)."),
         progress: bool = typer.Option(False, "--progress", help="Show each stage's progress bars too."),
