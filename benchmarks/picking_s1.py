@@ -45,8 +45,7 @@ def main() -> int:
     parser.add_argument("--finders", default=None, help="comma-separated finders (default: all)")
     args = parser.parse_args()
 
-    from crisp.config import read_yaml
-    from crisp.dataset import DatasetFolder, read_split
+    from crisp.dataset import DatasetFolder, dataset_diameter_px, read_split
     from crisp.metrics.picking import box_map, radius_match_metrics
     from crisp.picking import available_finders
     from crisp.picking.tune import pick_maps, tune_picker
@@ -55,7 +54,7 @@ def main() -> int:
     data = DatasetFolder.open(args.work / "data")
     split = read_split(data.split_file)
     run = args.work / "run"
-    diameter = float(read_yaml(data.root / "simulation.yaml")["diameter_px"])
+    diameter = dataset_diameter_px(data.root)
     val_dir, test_dir = args.work / "maps-val", args.work / "maps"
     segment_files(run, [data.micrograph(n) for n in split.val], val_dir, progress=True)
     segment_files(run, [data.micrograph(n) for n in split.test], test_dir, progress=True)

@@ -52,3 +52,14 @@ def test_split_is_seeded_disjoint_and_complete(tmp_path):
 def test_split_too_large_is_error():
     with pytest.raises(CrispError, match="cannot split 5"):
         make_split([str(i) for i in range(5)], 4, 2)
+
+
+def test_dataset_diameter_from_nested_record(tmp_path):
+    from crisp.config import save_yaml
+    from crisp.dataset import dataset_diameter_px
+
+    assert dataset_diameter_px(tmp_path) is None
+    save_yaml(tmp_path / "labels.yaml", {"method": "disk", "diameter_px": 108})
+    assert dataset_diameter_px(tmp_path) == 108.0
+    save_yaml(tmp_path / "simulation.yaml", {"reference": {"box": 128, "diameter_px": 106.28}})
+    assert dataset_diameter_px(tmp_path) == 106.28  # simulation.yaml is read first

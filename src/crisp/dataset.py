@@ -20,6 +20,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from crisp.config import read_yaml, save_yaml
 from crisp.errors import CrispError
@@ -71,6 +72,31 @@ class DatasetFolder:
     @property
     def split_file(self) -> Path:
         return self.root / SPLIT_FILE
+
+
+def dataset_diameter_px(root: str | os.PathLike[str]) -> float | None:
+    """Particle diameter in pixels recorded by the stage that made the dataset folder.
+
+    Looks for the first ``diameter_px`` key (top level, then nested) in ``simulation.yaml``, then
+    ``labels.yaml``; None when neither records one.
+    """
+    def search(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("diameter_px") is not None:
+                return node["diameter_px"]
+            for value in node.values():
+                found = search(value)
+                if found is not None:
+                    return found
+        return None
+
+    for name in ("simulation.yaml", "labels.yaml"):
+        path = Path(root) / name
+        if path.is_file():
+            found = search(read_yaml(path))
+            if found is not None:
+                return float(found)
+    return None
 
 
 @dataclass(frozen=True)

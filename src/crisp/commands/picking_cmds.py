@@ -9,28 +9,6 @@ import typer
 from crisp.errors import CrispError
 
 
-def _dataset_diameter(root: Path) -> float | None:
-    """``diameter_px`` from DATASET/simulation.yaml or labels.yaml (top level, then nested)."""
-    from crisp.config import read_yaml
-
-    def search(node):
-        if isinstance(node, dict):
-            if node.get("diameter_px") is not None:
-                return node["diameter_px"]
-            for value in node.values():
-                found = search(value)
-                if found is not None:
-                    return found
-        return None
-
-    for name in ("simulation.yaml", "labels.yaml"):
-        if (root / name).is_file():
-            found = search(read_yaml(root / name))
-            if found is not None:
-                return float(found)
-    return None
-
-
 def _validation_maps(source: Path, names: list[str], micrographs: list[Path], subset: str) -> Path:
     """Folder holding NAME.mrc maps for every name: SOURCE itself, a previous segmentation of the
     run's subset, or a fresh one made with crisp.predict.segment_files."""
@@ -85,7 +63,7 @@ def register(app: typer.Typer) -> None:
         """Choose the centre finder and its parameters by box mAP on validation micrographs."""
         import pandas as pd
 
-        from crisp.dataset import DatasetFolder, read_split
+        from crisp.dataset import DatasetFolder, dataset_diameter_px, read_split
         from crisp.io.coordinates import read_coordinates
         from crisp.picking.files import read_map
         from crisp.picking.tune import tune_picker, write_tuning
@@ -97,7 +75,7 @@ def register(app: typer.Typer) -> None:
         if not names:
             raise CrispError(f"the '{subset}' subset of the split is empty", folder.split_file)
         if diameter is None:
-            diameter = _dataset_diameter(folder.root)
+            diameter = dataset_diameter_px(folder.root)
             if diameter is None:
                 raise CrispError("no diameter_px in simulation.yaml or labels.yaml: give --diameter",
                                  folder.root)

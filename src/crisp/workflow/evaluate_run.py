@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from crisp.atomic import write_text_atomic
-from crisp.config import read_yaml
+from crisp.dataset import dataset_diameter_px
 from crisp.errors import CrispError
 
 NAME, X, Y, SCORE = "rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit"
@@ -59,27 +59,6 @@ def resolve_recorded(run_dir: str | os.PathLike[str], recorded: str | None) -> P
         return None
     path = Path(recorded)
     return path if path.is_absolute() else Path(run_dir) / path
-
-
-def dataset_diameter_px(dataset_dir: str | os.PathLike[str]) -> float | None:
-    """``diameter_px`` recorded in ``DATASET/simulation.yaml`` or ``labels.yaml`` (None when absent)."""
-    def search(node: Any) -> Any:
-        if isinstance(node, dict):
-            if node.get("diameter_px") is not None:
-                return node["diameter_px"]
-            for value in node.values():
-                found = search(value)
-                if found is not None:
-                    return found
-        return None
-
-    root = Path(dataset_dir)
-    for name in ("simulation.yaml", "labels.yaml"):
-        if (root / name).is_file():
-            found = search(read_yaml(root / name))
-            if found is not None:
-                return float(found)
-    return None
 
 
 def subset_names(dataset_dir: str | os.PathLike[str], subset: str) -> list[str]:
