@@ -63,3 +63,17 @@ def test_dataset_diameter_from_nested_record(tmp_path):
     assert dataset_diameter_px(tmp_path) == 108.0
     save_yaml(tmp_path / "simulation.yaml", {"reference": {"box": 128, "diameter_px": 106.28}})
     assert dataset_diameter_px(tmp_path) == 106.28  # simulation.yaml is read first
+
+
+def test_dataset_subset_needs_a_split(tmp_path):
+    from crisp.dataset import DatasetFolder
+
+    (tmp_path / "micrographs").mkdir()
+    (tmp_path / "micrographs" / "a.mrc").write_bytes(b"")
+    folder = DatasetFolder.open(tmp_path)
+    with pytest.raises(CrispError, match="no split.yaml"):
+        folder.subset("val")
+    write_split(folder.split_file, make_split(["a"], 1, 0))
+    assert folder.subset("train") == ["a"]
+    with pytest.raises(CrispError, match="'val' subset of the split is empty"):
+        folder.subset("val")

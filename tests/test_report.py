@@ -10,7 +10,6 @@ import pytest
 
 from crisp.report import (
     Section,
-    block_mean,
     plot_picks,
     plot_precision_recall,
     plot_probability_histogram,
@@ -45,6 +44,8 @@ class _Checker(HTMLParser):
 
 
 def test_block_mean_hand_case():
+    from crisp.preprocess import block_mean
+
     img = np.arange(16, dtype=np.float32).reshape(4, 4)
     np.testing.assert_allclose(block_mean(img, 2), [[2.5, 4.5], [10.5, 12.5]])
 

@@ -73,6 +73,15 @@ class DatasetFolder:
     def split_file(self) -> Path:
         return self.root / SPLIT_FILE
 
+    def subset(self, which: str) -> list[str]:
+        """Names in one subset (train, val, test) of ``split.yaml``; an error if none or empty."""
+        if not self.split_file.is_file():
+            raise CrispError("no split.yaml: run `crisp split` on the dataset first", self.root)
+        names = read_split(self.split_file).subset(which)
+        if not names:
+            raise CrispError(f"the '{which}' subset of the split is empty", self.split_file)
+        return names
+
 
 def dataset_diameter_px(root: str | os.PathLike[str]) -> float | None:
     """Particle diameter in pixels recorded by the stage that made the dataset folder.

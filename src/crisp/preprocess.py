@@ -147,6 +147,21 @@ def scale_coordinates(x: np.ndarray, y: np.ndarray, shape: tuple[int, int],
 # --------------------------------------------------------------------------------------------
 # low-pass
 # --------------------------------------------------------------------------------------------
+def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Downscale by an integer factor with block means (the ragged border is cropped).
+
+    Binned pixel ``i`` covers original pixels ``[i*factor, (i+1)*factor)``, so its centre is at
+    original coordinate ``i*factor + (factor-1)/2``. Unlike :func:`fourier_bin` this is local
+    (no ringing) and cheap: for probability maps, masks and display.
+    """
+    image = np.asarray(image)
+    if factor <= 1:
+        return image
+    ny, nx = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
+    view = image[:ny, :nx].reshape(ny // factor, factor, nx // factor, factor)
+    return view.mean(axis=(1, 3), dtype=np.float32)
+
+
 def lowpass(image: np.ndarray, resolution_A: float | None = None, pixel_size: float | None = None,
             sigma_px: float | None = None) -> np.ndarray:
     """Gaussian low-pass filter applied in Fourier space.

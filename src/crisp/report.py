@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from crisp.atomic import atomic_path, write_text_atomic
+from crisp.preprocess import block_mean
 
 TRUE_POSITIVE = "#2ca02c"   # green
 FALSE_POSITIVE = "#d62728"  # red
@@ -43,15 +44,6 @@ def _save(fig, path: str | os.PathLike[str], dpi: int = 110) -> Path:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     plt.close(fig)
     return path
-
-
-def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-    """Average non-overlapping ``factor`` x ``factor`` blocks (edge remainder dropped)."""
-    image = np.asarray(image, dtype=np.float32)
-    if factor <= 1:
-        return image
-    ny, nx = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
-    return image[:ny, :nx].reshape(ny // factor, factor, nx // factor, factor).mean(axis=(1, 3))
 
 
 def display_image(image: np.ndarray, max_size: int = 1024) -> tuple[np.ndarray, float]:

@@ -697,8 +697,8 @@ def plot_preview(dataset: str | os.PathLike[str], name: str, path: str | os.Path
     from crisp.dataset import DatasetFolder
     from crisp.io.coordinates import read_coordinates
     from crisp.io.micrographs import read_micrograph
-    from crisp.preprocess import lowpass
-    from crisp.report import block_mean, display_image
+    from crisp.preprocess import block_mean, lowpass
+    from crisp.report import display_image
 
     folder = DatasetFolder(Path(dataset))
     noisy = read_micrograph(folder.micrograph(name)).data

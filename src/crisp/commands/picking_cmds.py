@@ -63,17 +63,13 @@ def register(app: typer.Typer) -> None:
         """Choose the centre finder and its parameters by box mAP on validation micrographs."""
         import pandas as pd
 
-        from crisp.dataset import DatasetFolder, dataset_diameter_px, read_split
+        from crisp.dataset import DatasetFolder, dataset_diameter_px
         from crisp.io.coordinates import read_coordinates
         from crisp.picking.files import read_map
         from crisp.picking.tune import tune_picker, write_tuning
 
         folder = DatasetFolder.open(dataset)
-        if not folder.split_file.is_file():
-            raise CrispError("no split.yaml: run `crisp split` first", folder.root)
-        names = read_split(folder.split_file).subset(subset)
-        if not names:
-            raise CrispError(f"the '{subset}' subset of the split is empty", folder.split_file)
+        names = folder.subset(subset)
         if diameter is None:
             diameter = dataset_diameter_px(folder.root)
             if diameter is None:

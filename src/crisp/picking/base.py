@@ -81,19 +81,6 @@ def check_map(prob_map: np.ndarray, diameter_px: float) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0)
 
 
-def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-    """Downscale by an integer factor with block means (the ragged border is cropped).
-
-    Binned pixel ``i`` covers original pixels ``[i*factor, (i+1)*factor)``, so its centre is at
-    original coordinate ``i*factor + (factor-1)/2`` (see :func:`unbin`).
-    """
-    if factor <= 1:
-        return image
-    ny, nx = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
-    view = image[:ny, :nx].reshape(ny // factor, factor, nx // factor, factor)
-    return view.mean(axis=(1, 3), dtype=np.float32)
-
-
 def unbin(coord: np.ndarray, factor: int) -> np.ndarray:
     """Map a coordinate of a :func:`block_mean` image back to the original pixel grid."""
     return np.asarray(coord, dtype=np.float64) * factor + (factor - 1) / 2.0

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from crisp.picking.base import Finder, FinderParams, block_mean, check_map, make_picks, unbin
+from crisp.picking.base import Finder, FinderParams, check_map, make_picks, unbin
+from crisp.preprocess import block_mean
 
 
 class ContourParams(FinderParams):

@@ -26,7 +26,8 @@ import pandas as pd
 from pydantic import Field
 from scipy import ndimage
 
-from crisp.picking.base import Finder, FinderParams, block_mean, check_map, make_picks, unbin
+from crisp.picking.base import Finder, FinderParams, check_map, make_picks, unbin
+from crisp.preprocess import block_mean
 
 
 class CrockerGrierParams(FinderParams):

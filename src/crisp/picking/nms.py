@@ -25,7 +25,8 @@ from pydantic import Field
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from crisp.picking.base import Finder, FinderParams, block_mean, check_map, make_picks, unbin
+from crisp.picking.base import Finder, FinderParams, check_map, make_picks, unbin
+from crisp.preprocess import block_mean
 
 
 class GridNmsParams(FinderParams):

@@ -63,15 +63,9 @@ def resolve_recorded(run_dir: str | os.PathLike[str], recorded: str | None) -> P
 
 def subset_names(dataset_dir: str | os.PathLike[str], subset: str) -> list[str]:
     """Names of a subset of the dataset's ``split.yaml`` (non-empty)."""
-    from crisp.dataset import DatasetFolder, read_split
+    from crisp.dataset import DatasetFolder
 
-    folder = DatasetFolder.open(dataset_dir)
-    if not folder.split_file.is_file():
-        raise CrispError("no split.yaml: run `crisp split` on the dataset first", folder.root)
-    names = read_split(folder.split_file).subset(subset)
-    if not names:
-        raise CrispError(f"the '{subset}' subset of the split is empty", folder.split_file)
-    return names
+    return DatasetFolder.open(dataset_dir).subset(subset)
 
 
 def read_truth(dataset_dir: str | os.PathLike[str], names: Iterable[str]) -> pd.DataFrame | None:
