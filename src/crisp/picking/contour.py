@@ -8,7 +8,9 @@
    particles.
 3. External contours of the eroded blobs are found (``cv2.findContours``). A blob is kept when its
    area lies within ``[min_area_fraction, max_area_fraction]`` times the area of an eroded
-   particle (a disc of radius ``diameter/2 - 1 - kernel/2``), and when its minimal enclosing
+   particle: a disc of radius ``diameter/2 - 1 - kernel/2``, or the median area of the eroded
+   blobs when that is smaller (footprints of elongated particles are far smaller than the disc
+   of their largest extent). It is also kept only when its minimal enclosing
    circle (``cv2.minEnclosingCircle``) is not larger than ``max_circle_factor`` times the radius
    of an eroded particle (rejects elongated shapes: filaments, carbon edges, unsplit clusters).
 4. Centre = centre of the enclosing circle.
@@ -69,12 +71,14 @@ def find_contour(prob_map: np.ndarray, diameter_px: float, params: ContourParams
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel_px, kernel_px))
         binary = cv2.erode(binary, kernel)
     radius = max(diameter_px / 2 - 1 - kernel_px / 2, 1.0)
-    expected_area = np.pi * radius**2
     n_labels, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if n_labels <= 1:
         return make_picks([], [], [])
     sums = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=n_labels)
     areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+    # a particle's footprint is often smaller than the disc of its largest extent (elongated
+    # particles, thresholded masks): the typical eroded blob sets the scale when it is smaller
+    expected_area = min(np.pi * radius**2, float(np.median(areas[1:])))
     mean_prob = sums / np.maximum(areas, 1)
     contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     xs, ys, scores = [], [], []
