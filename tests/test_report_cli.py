@@ -24,7 +24,7 @@ def project(tmp_path_factory) -> Path:
 
 
 def _images(page: Path) -> list[str]:
-    from test_demo import check_page
+    from html_check import check_page
 
     return check_page(page)
 
