@@ -25,6 +25,7 @@ Run directory::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -289,6 +290,21 @@ def _adopt_init_model(config: TrainConfig) -> TrainConfig:
     return validate_config(TrainConfig, values)
 
 
+class _NoAdvertisement(logging.Filter):
+    """Drops Lightning's start-up tip that advertises its cloud logger (noise in every run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def _quiet_lightning() -> None:
+    import lightning_utilities.core.rank_zero as rank_zero  # the logger Lightning's info goes through
+
+    target = rank_zero.log
+    if not any(isinstance(f, _NoAdvertisement) for f in target.filters):
+        target.addFilter(_NoAdvertisement())
+
+
 def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
           split: Split | str | os.PathLike[str] | None = None, resume: bool = False,
           progress: bool = True) -> Path:
@@ -365,6 +381,7 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
         callbacks.append(EarlyStopping(monitor="val_iou", mode="max",
                                        patience=config.early_stopping_patience))
     on_gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+    _quiet_lightning()
     trainer = pl.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
         precision=config.precision,
