@@ -11,6 +11,8 @@ diameter, both at the score threshold chosen on validation. Prints a Markdown ta
 Usage::
 
     python benchmarks/picking_s1.py --work /tmp/s1
+    # any dataset folder with a split and a run trained on it, e.g. the real-data benchmark's:
+    python benchmarks/picking_s1.py --work W --data W/labels-disk --run W/run-disk
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="work folder of s1_segmentation.py")
     parser.add_argument("--finders", default=None, help="comma-separated finders (default: all)")
+    parser.add_argument("--data", type=Path, default=None, help="dataset folder (default WORK/data)")
+    parser.add_argument("--run", type=Path, default=None, help="training run (default WORK/run)")
     args = parser.parse_args()
 
     from crisp.dataset import DatasetFolder, dataset_diameter_px, read_split
@@ -51,9 +55,9 @@ def main() -> int:
     from crisp.picking.tune import pick_maps, tune_picker
     from crisp.predict import segment_files
 
-    data = DatasetFolder.open(args.work / "data")
+    data = DatasetFolder.open(args.data or args.work / "data")
     split = read_split(data.split_file)
-    run = args.work / "run"
+    run = args.run or args.work / "run"
     diameter = dataset_diameter_px(data.root)
     val_dir, test_dir = args.work / "maps-val", args.work / "maps"
     segment_files(run, [data.micrograph(n) for n in split.val], val_dir, progress=True)
