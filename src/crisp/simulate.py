@@ -309,29 +309,11 @@ def bundled_map_path() -> Path:
 
 def read_map(path: str | os.PathLike[str], pixel_size: float | None = None) -> tuple[np.ndarray, float]:
     """Read a cubic 3-D density map; return (float32 array [z, y, x], voxel size in Å)."""
-    import warnings
+    from crisp.io.volumes import read_volume
 
-    import mrcfile
-
-    path = Path(path)
-    if not path.is_file():
-        raise CrispError("map file not found", path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with mrcfile.open(path, mode="r", permissive=False) as mrc:
-                data = np.asarray(mrc.data, dtype=np.float32).copy()
-                voxel = float(mrc.voxel_size.x)
-    except (ValueError, OSError, EOFError) as err:
-        raise CrispError(f"not a readable MRC density map ({err})", path) from None
-    if data.ndim != 3 or len(set(data.shape)) != 1:
-        raise CrispError(f"expected a cubic 3-D map, got an array of shape {data.shape}", path)
-    if not np.all(np.isfinite(data)):
-        raise CrispError("map contains NaN or infinite values", path)
-    if not data.max() > 0:
-        raise CrispError("map has no positive density", path)
+    data, voxel = read_volume(path, what="density map")
     voxel = pixel_size or voxel
-    if not voxel > 0:
+    if voxel is None or not voxel > 0:
         raise CrispError("the header gives no voxel size; pass the map's pixel size (--map-pixel-size)",
                          path)
     return data, float(voxel)

@@ -16,16 +16,15 @@ Conventions (RELION, checked against a brute-force projection in ``tests/test_la
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import mrcfile
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
 from crisp.errors import CrispError
+from crisp.io.volumes import read_volume as read_mrc_volume
 
 ANGLES = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
 _CHUNK = 32  # projections computed per ASPIRE call
@@ -57,22 +56,8 @@ class Volume3D:
 def read_volume(path: str | os.PathLike[str]) -> Volume3D:
     """Read a cubic 3D MRC and decide whether it is a mask or a map (see :func:`looks_like_mask`)."""
     path = Path(path)
-    if not path.is_file():
-        raise CrispError("file not found", path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with mrcfile.open(path, mode="r", permissive=True) as mrc:
-                data = np.asarray(mrc.data, dtype=np.float32).copy()
-                voxel = float(mrc.voxel_size.x)
-    except (ValueError, OSError, EOFError) as err:
-        raise CrispError(f"not a readable MRC volume ({err})", path) from None
-    if data.ndim != 3 or len(set(data.shape)) != 1:
-        raise CrispError(f"expected a cubic 3D volume, found shape {data.shape}", path)
-    if not np.all(np.isfinite(data)) or float(data.max()) <= 0:
-        raise CrispError("volume has non-finite values or no positive density", path)
-    return Volume3D(data=data, voxel_size=voxel if voxel > 0 else None, is_mask=looks_like_mask(data),
-                    path=path)
+    data, voxel = read_mrc_volume(path, what="volume", permissive=True)
+    return Volume3D(data=data, voxel_size=voxel, is_mask=looks_like_mask(data), path=path)
 
 
 def looks_like_mask(data: np.ndarray) -> bool:
