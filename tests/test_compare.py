@@ -15,7 +15,8 @@ from crisp.errors import CrispError
 def _run(root, name, arch, iou, params):
     run = root / name
     run.mkdir()
-    save_yaml(run / "config.yaml", {"arch": arch, "encoder": "resnet18", "seed": 1, "crf": {"kind": "none"}})
+    save_yaml(run / "config.yaml", {"arch": arch, "encoder": "resnet18", "seed": 1,
+                                    "crf": {"kind": "none", "theta_alpha": 160.0}})
     (run / "summary.json").write_text(json.dumps({"parameters": params, "best": {"val_iou": iou - 0.01}}))
     (run / "evaluation").mkdir()
     (run / "evaluation" / "test.json").write_text(json.dumps({"pooled": {"iou": iou, "f1": iou + 0.05}}))
@@ -32,6 +33,7 @@ def test_compare_sorts_and_drops_constant_settings(tmp_path):
     table = compare_runs(runs, sort_by="test.pooled.iou")
     assert list(table["run"]) == ["upp", "fpn", "u"]
     assert "arch" in table and "encoder" not in table  # encoder equal in all runs
+    assert "crf.theta_alpha" not in table  # a numeric setting is not a result
     assert list(table["summary.parameters"]) == [300, 200, 100]
     md, csv = write_comparison(table, tmp_path / "cmp")
     assert pd.read_csv(csv)["run"].tolist() == ["upp", "fpn", "u"]

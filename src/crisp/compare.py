@@ -48,6 +48,22 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _settings_and_results(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise CrispError("run directory not found", run)
+    config_path, summary_path = run / "config.yaml", run / "summary.json"
+    if not config_path.is_file() and not summary_path.is_file():
+        raise CrispError("not a run directory (no config.yaml or summary.json)", run)
+    settings = flatten(read_yaml(config_path)) if config_path.is_file() else {}
+    results: dict[str, Any] = {}
+    if summary_path.is_file():
+        results.update(flatten(_read_json(summary_path), "summary."))
+    for path in sorted((run / "evaluation").glob("*.json")):
+        results.update(flatten(_read_json(path), f"{path.stem}."))
+    return settings, results
+
+
 def run_row(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """One run's settings and results as a flat mapping.
 
@@ -55,20 +71,8 @@ def run_row(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     ``summary.*`` from ``summary.json``, and ``<evaluation>.*`` for each JSON file under
     ``evaluation/`` (its stem as prefix).
     """
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise CrispError("run directory not found", run)
-    config_path, summary_path = run / "config.yaml", run / "summary.json"
-    if not config_path.is_file() and not summary_path.is_file():
-        raise CrispError("not a run directory (no config.yaml or summary.json)", run)
-    row: dict[str, Any] = {"run": run.name}
-    if config_path.is_file():
-        row.update(flatten(read_yaml(config_path)))
-    if summary_path.is_file():
-        row.update(flatten(_read_json(summary_path), "summary."))
-    for path in sorted((run / "evaluation").glob("*.json")):
-        row.update(flatten(_read_json(path), f"{path.stem}."))
-    return row
+    settings, results = _settings_and_results(run_dir)
+    return {"run": Path(run_dir).name, **settings, **results}
 
 
 def compare_runs(
@@ -89,9 +93,11 @@ def compare_runs(
         Columns to keep (besides ``run``); default: the usual settings, every numeric result
         and parameter counts, dropping settings that are equal in all runs.
     """
-    rows = [run_row(d) for d in run_dirs]
-    if not rows:
+    parts = [(Path(d).name, *_settings_and_results(d)) for d in run_dirs]
+    if not parts:
         raise CrispError("no run directories given")
+    rows = [{"run": name, **settings, **results} for name, settings, results in parts]
+    result_keys = {k for _, _, results in parts for k in results}
     table = pd.DataFrame(rows)
     if columns is not None:
         wanted = ["run"] + [c for c in columns if c != "run"]
@@ -102,8 +108,7 @@ def compare_runs(
     else:
         settings = [k for k in SETTING_KEYS if k in table]
         results = [c for c in table.columns
-                   if c not in settings and c != "run" and "." in c
-                   and pd.api.types.is_numeric_dtype(table[c])]
+                   if c in result_keys and pd.api.types.is_numeric_dtype(table[c])]
         varying = [k for k in settings if len(rows) == 1 or table[k].astype(str).nunique() > 1]
         table = table[["run"] + varying + results]
     if sort_by is not None:
