@@ -541,16 +541,10 @@ def draw_defocus(rng: np.random.Generator, config: SimulationConfig,
 
 def read_defocus_table(path: str | os.PathLike[str], column: str) -> pd.DataFrame:
     """Rows of a STAR file with a positive ``column`` of defocus values (Å)."""
-    import starfile
+    from crisp.io.coordinates import read_star_tables
 
     path = Path(path)
-    if not path.is_file():
-        raise CrispError("defocus file not found", path)
-    try:
-        blocks = starfile.read(path, always_dict=True)
-    except Exception as err:  # noqa: BLE001 - any parse failure is a bad file
-        raise CrispError(f"not a readable STAR file ({err})", path) from None
-    for df in blocks.values():
+    for df in read_star_tables(path, what="defocus file").values():
         if isinstance(df, pd.DataFrame) and column in df.columns:
             values = pd.to_numeric(df[column], errors="coerce")
             if values.isna().any() or not (values > 0).all():

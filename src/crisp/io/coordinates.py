@@ -217,9 +217,19 @@ def scale_coordinates(df: pd.DataFrame, factor: float) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------
 # reading
 # ----------------------------------------------------------------------------------------------
-def _read_star_blocks(path: Path) -> dict[str, pd.DataFrame]:
+def read_star_tables(path: str | os.PathLike[str], what: str = "STAR file") -> dict[str, pd.DataFrame]:
+    """Every data block of a STAR file as a DataFrame (a key-value block becomes one row).
+
+    Raises
+    ------
+    CrispError
+        Missing file (``what`` names it in the message), unparsable file, or no data block.
+    """
     import starfile
 
+    path = Path(path)
+    if not path.is_file():
+        raise CrispError(f"{what} not found", path)
     try:
         blocks = starfile.read(path, always_dict=True, parse_as_string=_STRING_COLUMNS)
     except Exception as err:  # noqa: BLE001 - any parser failure is a malformed file
@@ -253,7 +263,7 @@ def _merge_optics(particles: pd.DataFrame, optics: pd.DataFrame, path: Path) -> 
 
 
 def _read_star(path: Path, micrograph_name: str | None) -> pd.DataFrame:
-    tables = _read_star_blocks(path)
+    tables = read_star_tables(path)
     if any(COORDS_FILE in t.columns for t in tables.values()):
         return read_autopick(path)
     if "particles" in tables and {X, Y} <= set(tables["particles"].columns):
@@ -464,7 +474,7 @@ def read_autopick(index_path: str | os.PathLike[str]) -> pd.DataFrame:
     index_path = Path(index_path)
     if not index_path.is_file():
         raise CrispError("file not found", index_path)
-    tables = _read_star_blocks(index_path)
+    tables = read_star_tables(index_path)
     table = tables.get("coordinate_files")
     if table is None or COORDS_FILE not in table.columns:
         table = next((t for t in tables.values() if COORDS_FILE in t.columns), None)
@@ -475,7 +485,7 @@ def read_autopick(index_path: str | os.PathLike[str]) -> pd.DataFrame:
         source = _resolve_listed(entry, index_path)
         if source.stat().st_size == 0:
             continue  # an empty file: no picks on this micrograph
-        tables_one = _read_star_blocks(source)
+        tables_one = read_star_tables(source)
         picks = next((t for t in tables_one.values() if {X, Y} <= set(t.columns)), None)
         if picks is None:
             if all(len(t) == 0 for t in tables_one.values()):
@@ -770,7 +780,7 @@ def list_coordinate_files(folder_or_files: str | os.PathLike[str] | Iterable[str
     if expand_index:
         for path in [p for p in found if p.suffix.lower() == ".star" and _is_index(p)]:
             found.discard(path)
-            tables = _read_star_blocks(path)
+            tables = read_star_tables(path)
             table = next(t for t in tables.values() if COORDS_FILE in t.columns)
             listed = {_resolve_listed(str(e), path) for e in table[COORDS_FILE]}
             resolved = {p.resolve() for p in listed}
@@ -877,7 +887,7 @@ def match_coordinates(micrograph_paths, coordinate_paths) -> CoordinateMatch:
 # conversion (crisp convert)
 # ----------------------------------------------------------------------------------------------
 def _listed_by_index(index: Path) -> set[Path]:
-    tables = _read_star_blocks(index)
+    tables = read_star_tables(index)
     table = next(t for t in tables.values() if COORDS_FILE in t.columns)
     listed = set()
     for entry in table[COORDS_FILE].astype(str):

@@ -116,15 +116,10 @@ def read_particles(path: str | os.PathLike[str],
         ``rlnAngleTilt``, ``rlnAnglePsi`` (degrees), and ``rlnImagePixelSize`` (Å, the refinement's
         pixel size, NaN when unknown).
     """
-    import starfile
+    from crisp.io.coordinates import read_star_tables
 
     path = Path(path)
-    if not path.is_file():
-        raise CrispError("file not found", path)
-    try:
-        blocks = starfile.read(path, always_dict=True)
-    except Exception as err:  # noqa: BLE001 - any parser failure is a bad file
-        raise CrispError(f"not a readable STAR file ({err})", path) from None
+    blocks = read_star_tables(path, what="particle STAR file")
     particles = blocks.get("particles")
     if particles is None:
         particles = next((b for b in blocks.values() if isinstance(b, pd.DataFrame)
