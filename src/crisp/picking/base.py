@@ -17,6 +17,7 @@ import pandas as pd
 
 from crisp.config import StageConfig
 from crisp.errors import CrispError
+from crisp.preprocess import block_mean
 
 X, Y, SCORE = "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit"
 PICK_COLUMNS = (X, Y, SCORE)
@@ -79,6 +80,22 @@ def check_map(prob_map: np.ndarray, diameter_px: float) -> np.ndarray:
     if top > 1.0:
         arr = arr / top
     return np.clip(arr, 0.0, 1.0)
+
+
+def checked_and_downscaled(prob_map: np.ndarray, diameter_px: float, target_diameter_px: float
+                           ) -> tuple[np.ndarray, int, float]:
+    """Validate a map (:func:`check_map`) and block-average it so the diameter spans about
+    ``target_diameter_px`` pixels (never upsampled).
+
+    Returns
+    -------
+    (small, factor, small_diameter_px)
+        The downscaled map, the integer factor (map coordinates back with :func:`unbin`) and the
+        particle diameter in pixels of ``small``.
+    """
+    prob = check_map(prob_map, diameter_px)
+    factor = max(1, int(diameter_px // target_diameter_px))
+    return block_mean(prob, factor), factor, diameter_px / factor
 
 
 def unbin(coord: np.ndarray, factor: int) -> np.ndarray:

@@ -25,8 +25,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from crisp.picking.base import Finder, FinderParams, check_map, make_picks, unbin
-from crisp.preprocess import block_mean
+from crisp.picking.base import Finder, FinderParams, checked_and_downscaled, make_picks, unbin
 
 
 class ContourParams(FinderParams):
@@ -60,10 +59,7 @@ def find_contour(prob_map: np.ndarray, diameter_px: float, params: ContourParams
         ``rlnAutopickFigureOfMerit`` in [0, 1]; sorted by decreasing score.
     """
     params = params or ContourParams()
-    prob = check_map(prob_map, diameter_px)
-    factor = max(1, int(diameter_px // params.target_diameter_px))
-    prob = block_mean(prob, factor)
-    diameter_px = diameter_px / factor
+    prob, factor, diameter_px = checked_and_downscaled(prob_map, diameter_px, params.target_diameter_px)
     binary = (prob > params.threshold).astype(np.uint8)
     binary = cv2.erode(binary, np.ones((3, 3), np.uint8))
     kernel_px = int(round(params.erosion_fraction * diameter_px))

@@ -26,8 +26,7 @@ import pandas as pd
 from pydantic import Field
 from scipy import ndimage
 
-from crisp.picking.base import Finder, FinderParams, check_map, make_picks, unbin
-from crisp.preprocess import block_mean
+from crisp.picking.base import Finder, FinderParams, checked_and_downscaled, make_picks, unbin
 
 
 class CrockerGrierParams(FinderParams):
@@ -69,10 +68,7 @@ def find_crocker_grier(prob_map: np.ndarray, diameter_px: float, params: Crocker
     trackpy.quiet()
     logging.getLogger("trackpy").setLevel(logging.WARNING)
     params = params or CrockerGrierParams()
-    prob = check_map(prob_map, diameter_px)
-    factor = max(1, int(diameter_px // params.target_diameter_px))
-    small = block_mean(prob, factor)
-    d_small = diameter_px / factor
+    small, factor, d_small = checked_and_downscaled(prob_map, diameter_px, params.target_diameter_px)
     diameter = _odd(params.mask_factor * d_small)
     if min(small.shape, default=0) <= diameter:
         return make_picks([], [], [])

@@ -25,8 +25,7 @@ from pydantic import Field
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from crisp.picking.base import Finder, FinderParams, check_map, make_picks, unbin
-from crisp.preprocess import block_mean
+from crisp.picking.base import Finder, FinderParams, checked_and_downscaled, make_picks, unbin
 
 
 class GridNmsParams(FinderParams):
@@ -142,12 +141,9 @@ def find_grid_nms(prob_map: np.ndarray, diameter_px: float, params: GridNmsParam
         ``rlnAutopickFigureOfMerit`` in [0, 1]; sorted by decreasing score.
     """
     params = params or GridNmsParams()
-    prob = check_map(prob_map, diameter_px)
-    factor = max(1, int(diameter_px // params.target_diameter_px))
-    small = block_mean(prob, factor)
+    small, factor, d_small = checked_and_downscaled(prob_map, diameter_px, params.target_diameter_px)
     if small.size == 0:
         return make_picks([], [], [])
-    d_small = diameter_px / factor
     score_map = ndimage.gaussian_filter(small, sigma=params.sigma_fraction * d_small, mode="constant",
                                         truncate=3.0)
     cell = max(1, int(round(params.cell_fraction * d_small)))
