@@ -23,14 +23,18 @@ from crisp.errors import CrispError
 from crisp.io.micrographs import read_micrograph
 
 
-def bin_image(image: np.ndarray, factor: int) -> np.ndarray:
-    """Fourier-bin ``image`` by an integer ``factor`` (1: a float32 copy)."""
+def bin_image(image: np.ndarray, factor: float) -> np.ndarray:
+    """Fourier-resample ``image`` to ``round(n / factor)`` pixels per axis (1: a float32 copy).
+
+    ``factor`` > 1 bins (Fourier cropping), ``factor`` < 1 upsamples (Fourier padding); non-integer
+    factors are allowed (inference on micrographs of another pixel size than the training set's).
+    """
     image = np.asarray(image, dtype=np.float32)
     if factor == 1:
         return image.copy()
-    from crisp.preprocess import fourier_bin
+    from crisp.preprocess import binned_shape, fourier_resize
 
-    return np.asarray(fourier_bin(image, factor), dtype=np.float32)
+    return np.asarray(fourier_resize(image, binned_shape(image.shape, factor)), dtype=np.float32)
 
 
 def bin_mask(mask: np.ndarray, factor: int) -> np.ndarray:
@@ -50,7 +54,7 @@ def normalize_image(image: np.ndarray, method: str) -> np.ndarray:
     return np.asarray(normalize(image, method=method), dtype=np.float32)
 
 
-def prepare_image(image: np.ndarray, factor: int, method: str) -> np.ndarray:
+def prepare_image(image: np.ndarray, factor: float, method: str) -> np.ndarray:
     """Bin then normalise a micrograph, as the network sees it in training and inference."""
     return normalize_image(bin_image(image, factor), method)
 

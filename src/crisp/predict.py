@@ -15,6 +15,7 @@ is predicted, resampled to the original pixel grid and written as a float16 MRC.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -156,6 +157,30 @@ def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best.ckpt"):
     return config, network
 
 
+def input_binning(config, pixel_size: float | None) -> float:
+    """Resampling factor that brings a micrograph to the pixel size the network was trained at.
+
+    Parameters
+    ----------
+    config
+        The run's :class:`~crisp.train.TrainConfig`: ``bin`` (training binning) and ``pixel_size``
+        (Å per pixel of the training micrographs before binning, None when unknown).
+    pixel_size
+        Å per pixel of the micrograph to segment (None when unknown).
+
+    Returns
+    -------
+    float
+        ``bin * config.pixel_size / pixel_size`` (> 1 bins, < 1 upsamples), so the network sees
+        ``bin * config.pixel_size`` Å per pixel whatever the input; ``config.bin`` itself when either
+        pixel size is unknown or the two agree within 1 %.
+    """
+    if config.pixel_size is None or pixel_size is None:
+        return float(config.bin)
+    factor = config.bin * config.pixel_size / pixel_size
+    return float(config.bin) if abs(factor / config.bin - 1.0) < 0.01 else float(factor)
+
+
 def collect_micrographs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Expand files and folders into a sorted list of micrograph files (MRC, TIFF, PNG, JPG)."""
     from crisp.io.micrographs import IMAGE_SUFFIXES, MRC_SUFFIXES
@@ -186,10 +211,13 @@ def segment_files(run_dir: str | os.PathLike[str], micrograph_paths: Iterable[st
                   progress: bool = True) -> list[Path]:
     """Write a foreground-probability map ``out_dir/NAME.mrc`` (float16) for every micrograph.
 
-    Each micrograph is binned and normalised as in training, predicted by tiles on the binned
-    grid, and resampled to its original size, so the map aligns pixel for pixel with the input.
-    The pixel size of the input (or ``pixel_size``) goes into the header. Maps that exist are
-    skipped unless ``overwrite``.
+    Each micrograph is resampled to the network's input pixel size (:func:`input_binning`: the
+    run's binning, adjusted when the micrograph's pixel size differs from the training
+    micrographs'), normalised as in training, predicted by tiles on that grid, and resampled back to
+    its original size, so the map aligns pixel for pixel with the input. The pixel size of the input
+    (or ``pixel_size``) goes into the header. A micrograph without a pixel size (JPG, PNG, TIFF, or
+    an MRC header of 0) is binned by the run's factor alone, with a warning when the run knows its
+    pixel size. Maps that exist are skipped unless ``overwrite``.
 
     Returns
     -------
@@ -217,7 +245,11 @@ def segment_files(run_dir: str | os.PathLike[str], micrograph_paths: Iterable[st
     with torch.no_grad():
         for path in tqdm(todo, desc="segmenting", unit="micrograph", disable=not progress):
             mic = read_micrograph(path, pixel_size=pixel_size)
-            image = prepare_image(mic.data, config.bin, config.normalize)
+            if mic.pixel_size is None and config.pixel_size is not None:
+                warnings.warn(f"{path}: no pixel size (give --pixel-size); binned by the run's factor "
+                              f"{config.bin}, which assumes {config.pixel_size:g} Å/px as in training",
+                              stacklevel=2)
+            image = prepare_image(mic.data, input_binning(config, mic.pixel_size), config.normalize)
             prob = predict_probabilities(model_fn, image, config.patch_px, overlap, batch_size)[1]
             prob = np.clip(upsample_to(prob, mic.shape), 0.0, 1.0)
             write_mrc(out_dir / f"{path.stem}.mrc", prob, pixel_size=mic.pixel_size, dtype=np.float16)

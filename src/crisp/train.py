@@ -55,6 +55,9 @@ class TrainConfig(StageConfig):
     arch_params: dict[str, Any] = Field(default_factory=dict, description="extra smp model arguments")
     loss: str | list[dict[str, Any]] = Field("dice", description="e.g. 'dice', 'dice+0.5*focal'")
     bin: int = Field(1, ge=1, description="binning factor of the micrographs (Fourier cropping)")
+    pixel_size: float | None = Field(None, gt=0, description="Å per pixel of the training micrographs "
+                                     "before binning (filled in by train from their MRC headers); "
+                                     "inference resamples other pixel sizes to it")
     normalize: Literal["gmm", "zscore", "none"] = "gmm"
     patch_px: int = Field(512, ge=16, description="training patch size, binned pixels")
     patches_per_micrograph: int = Field(4, ge=1)
@@ -290,6 +293,26 @@ def _adopt_init_model(config: TrainConfig) -> TrainConfig:
     return validate_config(TrainConfig, values)
 
 
+def training_pixel_size(folder: DatasetFolder, names: list[str]) -> float | None:
+    """Pixel size (Å) of the training micrographs from their MRC headers; None when any lacks one.
+
+    When they differ by more than 1 % the median is returned with a warning (the network then saw
+    particles at several scales, and inference resamples to the median).
+    """
+    import numpy as np
+
+    from crisp.io.micrographs import read_header_pixel_size
+
+    sizes = [read_header_pixel_size(folder.micrograph(name)) for name in names]
+    if not sizes or any(size is None for size in sizes):
+        return None
+    median = float(np.median(sizes))
+    if max(sizes) > 1.01 * min(sizes):
+        warnings.warn(f"training micrographs have pixel sizes {min(sizes):.4g}-{max(sizes):.4g} Å; "
+                      f"the run records the median {median:.4g} Å", stacklevel=2)
+    return round(median, 6)
+
+
 class _NoAdvertisement(logging.Filter):
     """Drops Lightning's start-up tip that advertises its cloud logger (noise in every run)."""
 
@@ -349,6 +372,8 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
     if not the_split.val:
         raise CrispError("the split has no validation micrographs (needed to choose the best epoch)")
 
+    if config.pixel_size is None and not resume:
+        config = config.model_copy(update={"pixel_size": training_pixel_size(folder, the_split.train)})
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     pl.seed_everything(config.seed, workers=True, verbose=False)

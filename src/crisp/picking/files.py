@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from crisp.config import save_yaml
@@ -108,6 +109,32 @@ def _check_shape(prob_shape: tuple[int, int], micrograph: str, map_path: Path) -
                          map_path)
 
 
+def maps_pixel_size(paths: Iterable[str | os.PathLike[str]]) -> float | None:
+    """Median pixel size (Å) in the MRC headers of probability maps; None when any header lacks one."""
+    from crisp.io.micrographs import read_header_pixel_size
+
+    sizes = [read_header_pixel_size(p) for p in paths]
+    if not sizes or any(s is None for s in sizes):
+        return None
+    return float(np.median(sizes))
+
+
+def map_diameter_px(picker: PickerConfig, path: str | os.PathLike[str]) -> float:
+    """The picker's particle diameter in pixels of the map ``path``.
+
+    ``picker.diameter_px`` rescaled by ``picker.pixel_size / map pixel size`` when both are known
+    and differ by more than 1 % (a picker tuned at 1.77 Å/px applied to a 0.666 Å/px micrograph's
+    map finds particles 2.66 times wider in pixels); otherwise ``picker.diameter_px`` unchanged.
+    """
+    from crisp.io.micrographs import read_header_pixel_size
+
+    map_pixel = read_header_pixel_size(path)
+    if picker.pixel_size is None or map_pixel is None:
+        return picker.diameter_px
+    ratio = picker.pixel_size / map_pixel
+    return picker.diameter_px * ratio if abs(ratio - 1.0) > 0.01 else picker.diameter_px
+
+
 def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                out_dir: str | os.PathLike[str], picker: PickerConfig, *, threshold: float | None = None,
                formats: Iterable[str] = ("star",), micrographs: str | os.PathLike[str] | None = None,
@@ -122,7 +149,8 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
     out_dir
         ``PICKS_DIR``.
     picker
-        The finder, its parameters and the particle diameter (from ``crisp tune-picker``).
+        The finder, its parameters and the particle diameter (from ``crisp tune-picker``); the
+        diameter is rescaled to each map's pixel size (:func:`map_diameter_px`).
     threshold
         Drop candidates with a score below it (default: keep every candidate).
     formats
@@ -159,9 +187,10 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
     out.mkdir(parents=True, exist_ok=True)
     result = PickResult(index_path=out / "autopick.star")
     frames = []
-    box = float(box_size_px) if box_size_px is not None else round(picker.diameter_px)
     for path in tqdm(maps, desc="pick", unit="mic", disable=not progress):
         stem = micrograph_stem(path)
+        diameter = map_diameter_px(picker, path)
+        box = float(box_size_px) if box_size_px is not None else round(diameter)
         star_path = out / f"{stem}_autopick.star"
         if star_path.is_file():
             picks = read_coordinates(star_path, micrograph_name=names[stem])
@@ -171,7 +200,7 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
             prob = read_map(path)
             if micrographs is not None:
                 _check_shape(prob.shape, names[stem], path)
-            picks = finder.function(prob, picker.diameter_px, spec_params)
+            picks = finder.function(prob, diameter, spec_params)
             if threshold is not None:
                 picks = picks[picks[SCORE] >= threshold].reset_index(drop=True)
             picks.insert(0, NAME, names[stem])
@@ -181,7 +210,7 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
             target = out / folder / f"{stem}{suffix}"
             if not target.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                write_coordinates(picks, target, fmt, box_size=box if fmt == "box" else picker.diameter_px)
+                write_coordinates(picks, target, fmt, box_size=box if fmt == "box" else diameter)
         result.per_micrograph[stem] = len(picks)
         frames.append(picks)
     all_picks = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({NAME: []})

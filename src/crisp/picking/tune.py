@@ -41,6 +41,9 @@ class PickerConfig(StageConfig):
         Its parameters (validated against the finder's params model).
     diameter_px
         Particle diameter in pixels of the original micrograph (= of the probability maps).
+    pixel_size
+        Å per pixel of the maps the picker was tuned on (None: unknown). ``crisp pick`` rescales
+        ``diameter_px`` to maps of another pixel size.
     threshold
         Score threshold that maximised F1 (box IoU 0.5) on the validation maps; None = keep all.
     validation
@@ -50,6 +53,7 @@ class PickerConfig(StageConfig):
     finder: str = "grid-nms"
     params: dict[str, Any] = Field(default_factory=dict)
     diameter_px: float = Field(gt=0)
+    pixel_size: float | None = Field(None, gt=0)
     threshold: float | None = None
     validation: dict[str, float] = Field(default_factory=dict)
 
@@ -97,7 +101,7 @@ def _grid_settings(finder: str, grid: Mapping[str, list[Any]] | None) -> list[di
 
 def tune_picker(prob_maps: Mapping[str, np.ndarray], truth: pd.DataFrame, diameter_px: float,
                 finders: list[str] | None = None, grids: Mapping[str, Mapping[str, list[Any]]] | None = None,
-                progress: bool = True) -> tuple[PickerConfig, pd.DataFrame]:
+                progress: bool = True, pixel_size: float | None = None) -> tuple[PickerConfig, pd.DataFrame]:
     """Choose the finder and parameters that maximise box mAP on validation maps.
 
     Parameters
@@ -116,6 +120,8 @@ def tune_picker(prob_maps: Mapping[str, np.ndarray], truth: pd.DataFrame, diamet
         other parameters keep their defaults.
     progress
         Show a progress bar.
+    pixel_size
+        Å per pixel of the maps (recorded in the picker; None: unknown).
 
     Returns
     -------
@@ -162,6 +168,7 @@ def tune_picker(prob_maps: Mapping[str, np.ndarray], truth: pd.DataFrame, diamet
         finder=str(best["finder"]),
         params=make_params(str(best["finder"]), json.loads(best["params"])).model_dump(),
         diameter_px=float(diameter_px),
+        pixel_size=pixel_size,
         threshold=threshold if np.isfinite(threshold) else None,
         validation={k: float(best[k]) for k in ("mAP", "AP50", "AP75", "F1", "best_F1", "precision",
                                                 "recall")} | {"n_micrographs": float(len(prob_maps))},
