@@ -111,3 +111,39 @@ def test_segment_files(tmp_path):
                  "--no-progress"]) == 0
     assert paths[0].stat().st_mtime_ns != stamp
     assert main(["segment", str(tmp_path / "nope"), str(mics), "-o", str(out), "--overwrite"]) == 2
+
+
+class _AsymmetricNet(torch.nn.Module):
+    """A network with no symmetry: a random 5x5 convolution (2 classes), fixed seed."""
+
+    def __init__(self):
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.register_buffer("kernel", torch.randn(2, 1, 5, 5, generator=gen))
+
+    def forward(self, x):
+        return {"refined": torch.nn.functional.conv2d(x, self.kernel, padding=2)}
+
+
+def test_tta_is_the_average_over_the_dihedral_group_and_equivariant():
+    from crisp.predict import foreground_fn
+
+    net = _AsymmetricNet()
+    x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    plain, tta = foreground_fn(net), foreground_fn(net, tta=True)
+    # brute force in numpy: the 8 transforms of the image, each output mapped back, averaged
+    reference = np.zeros((3, 2, 16, 16))
+    for turns in range(4):
+        for flip in (False, True):
+            view = np.rot90(x.numpy(), turns, axes=(2, 3))
+            view = view[..., ::-1] if flip else view
+            out = plain(torch.from_numpy(np.ascontiguousarray(view))).numpy()
+            out = out[..., ::-1] if flip else out
+            reference += np.rot90(out, -turns, axes=(2, 3)) / 8
+    np.testing.assert_allclose(tta(x).numpy(), reference, atol=1e-6)
+    # equivariance: TTA of a rotated / flipped input is the rotated / flipped TTA output; not so without
+    rotated = torch.rot90(x, 1, dims=(2, 3))
+    np.testing.assert_allclose(tta(rotated).numpy(), torch.rot90(tta(x), 1, dims=(2, 3)).numpy(), atol=1e-6)
+    np.testing.assert_allclose(tta(torch.flip(x, dims=(2,))).numpy(), torch.flip(tta(x), dims=(2,)).numpy(),
+                               atol=1e-6)
+    assert np.abs(plain(rotated).numpy() - torch.rot90(plain(x), 1, dims=(2, 3)).numpy()).max() > 0.01

@@ -118,13 +118,33 @@ def upsample_to(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return ndimage.affine_transform(prob, scale, output_shape=tuple(shape), order=1, mode="nearest")
 
 
-def foreground_fn(network, device=None) -> Callable:
-    """A ``model_fn`` for :func:`predict_probabilities`: softmax of the refined output, [B, 2, P, P]."""
+def foreground_fn(network, device=None, tta: bool = False) -> Callable:
+    """A ``model_fn`` for :func:`predict_probabilities`: softmax of the refined output, [B, 2, P, P].
+
+    With ``tta`` (test-time augmentation) the network runs on the 8 images of each square patch
+    under the dihedral group (4 rotations by 90 degrees, each with and without a left-right flip);
+    each output is mapped back by the inverse transform and the 8 probability maps are averaged. The
+    result is exactly equivariant to those transforms, at 8 times the cost.
+    """
     import torch
+
+    def probabilities(batch):
+        return torch.softmax(network(batch)["refined"].float(), dim=1)
 
     def run(batch):
         batch = batch.to(device) if device is not None else batch
-        return torch.softmax(network(batch)["refined"].float(), dim=1)
+        if not tta:
+            return probabilities(batch)
+        total = None
+        for turns in range(4):
+            for flip in (False, True):
+                view = torch.rot90(batch, turns, dims=(2, 3))
+                view = torch.flip(view, dims=(3,)) if flip else view
+                out = probabilities(view)
+                out = torch.flip(out, dims=(3,)) if flip else out
+                out = torch.rot90(out, -turns, dims=(2, 3))
+                total = out if total is None else total + out
+        return total / 8.0
 
     return run
 
@@ -208,7 +228,7 @@ def collect_micrographs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 def segment_files(run_dir: str | os.PathLike[str], micrograph_paths: Iterable[str | os.PathLike[str]],
                   out_dir: str | os.PathLike[str], *, overwrite: bool = False, batch_size: int = 8,
                   pixel_size: float | None = None, overlap: int | None = None,
-                  progress: bool = True) -> list[Path]:
+                  tta: bool | None = None, progress: bool = True) -> list[Path]:
     """Write a foreground-probability map ``out_dir/NAME.mrc`` (float16) for every micrograph.
 
     Each micrograph is resampled to the network's input pixel size (:func:`input_binning`: the
@@ -217,7 +237,8 @@ def segment_files(run_dir: str | os.PathLike[str], micrograph_paths: Iterable[st
     its original size, so the map aligns pixel for pixel with the input. The pixel size of the input
     (or ``pixel_size``) goes into the header. A micrograph without a pixel size (JPG, PNG, TIFF, or
     an MRC header of 0) is binned by the run's factor alone, with a warning when the run knows its
-    pixel size. Maps that exist are skipped unless ``overwrite``.
+    pixel size. ``tta`` averages the 8 flips and rotations of every patch (:func:`foreground_fn`;
+    None: the run's ``tta`` setting). Maps that exist are skipped unless ``overwrite``.
 
     Returns
     -------
@@ -240,7 +261,7 @@ def segment_files(run_dir: str | os.PathLike[str], micrograph_paths: Iterable[st
     config, network = load_run(run_dir)
     device = _device()
     network.to(device)
-    model_fn = foreground_fn(network, device)
+    model_fn = foreground_fn(network, device, tta=config.tta if tta is None else tta)
     overlap = config.val_overlap_px if overlap is None else overlap
     with torch.no_grad():
         for path in tqdm(todo, desc="segmenting", unit="micrograph", disable=not progress):

@@ -72,6 +72,8 @@ class TrainConfig(StageConfig):
     early_stopping_patience: int | None = Field(None, ge=1, description="epochs without val_iou gain")
     val_overlap_px: int = Field(64, ge=0, description="tile overlap in validation and inference")
     augment: bool = True
+    tta: bool = Field(False, description="inference (crisp segment, evaluation; not validation): average "
+                      "the 8 flips and 90-degree rotations of every patch")
     crf: CRFConfig = Field(default_factory=CRFConfig)
     init: str | None = Field(None, description="run directory whose best CNN weights start this run")
     seed: int = 0

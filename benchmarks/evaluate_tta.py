@@ -1,0 +1,61 @@
+"""Test-time augmentation on a trained run: the same network evaluated with and without TTA.
+
+Copies the run's settings (with ``tta: true``) and links its best checkpoint into ``OUT``, then
+segments the validation micrographs, tunes the picker on them, and evaluates the test micrographs
+(``crisp.workflow.evaluate_run``), exactly as ``crisp sweep`` does for the run itself. Prints the run's
+own test figures (``RUN/evaluation/test.json``, when present) beside those with TTA.
+
+Usage::
+
+    python benchmarks/evaluate_tta.py RUN DATASET OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args(argv)
+    import yaml
+
+    from crisp.workflow.evaluate_run import evaluate_run, read_evaluation, segment_subset, tune_on_maps
+
+    out = args.out
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load((args.run / "config.yaml").read_text())
+    config["tta"] = True
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    for name in ("split.yaml", "summary.json"):
+        if (args.run / name).is_file():
+            shutil.copy(args.run / name, out / name)
+    link = out / "checkpoints" / "best.ckpt"
+    if not link.exists():
+        link.symlink_to((args.run / "checkpoints" / "best.ckpt").resolve())
+    if not (out / "picker.yaml").is_file():
+        segment_subset(out, args.dataset, "val", out / "probabilities" / "val", progress=False)
+        tune_on_maps(out / "probabilities" / "val", args.dataset, out / "picker.yaml", progress=False)
+    evaluate_run(out, args.dataset, "test", picker=out / "picker.yaml", progress=False)
+    rows = {"without TTA": read_evaluation(args.run, "test"), "with TTA": read_evaluation(out, "test")}
+    print("| run | pixel IoU | pixel recall | pixel F1 | pick P | pick R | pick F1 | pick AP | box mAP |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, rec in rows.items():
+        if rec is None:
+            continue
+        px, pk = rec["pixel"], rec["picking"]
+        print(f"| {label} | {px['iou']:.4f} | {px['recall']:.4f} | {px['f1']:.4f} | {pk['precision']:.4f} | "
+              f"{pk['recall']:.4f} | {pk['F1']:.4f} | {pk['AP']:.4f} | {rec['box']['mAP']:.4f} |")
+    (out / "tta_comparison.json").write_text(json.dumps(rows, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
