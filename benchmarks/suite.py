@@ -96,9 +96,10 @@ def _display(argv: list[str]) -> str:
 
 
 def _float(text: Any) -> float | None:
+    """The number ``text`` is (None when it is not one, e.g. a header cell)."""
     try:
-        return float(str(text).split()[0])
-    except (ValueError, IndexError):
+        return float(str(text).strip())
+    except ValueError:
         return None
 
 
@@ -306,7 +307,8 @@ def run_s1(args) -> int:
     ok, _, command = suite.run("picking", [py, str(BENCH / "picking_s1.py"), "--work", str(s1)])
     if ok:
         for row in json.loads((s1 / "picking_s1.json").read_text()):
-            suite.add("picking", f"{row['finder']}: test box mAP / P / R / F1 at IoU 0.5 ({row['params']})",
+            params = ", ".join(f"{k} {v}" for k, v in json.loads(row["params"]).items())
+            suite.add("picking", f"{row['finder']}: test box mAP / P / R / F1 at IoU 0.5 ({params})",
                       f"{row['test mAP']:.3f} / {row['P@IoU.5']:.3f} / {row['R@IoU.5']:.3f} / "
                       f"{row['F1@IoU.5']:.3f}", command=command, data=row)
             suite.add("picking", f"{row['finder']}: radius P / R / F1 / AP, s per map",
