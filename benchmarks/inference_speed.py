@@ -13,8 +13,10 @@ MRC written. This is the real code path; its stages are timed by wrapping the fu
 The micrograph is synthetic (Gaussian noise on a smooth background, 1.77 Å/px) of ``--size`` px
 square (default 4096), or ``--micrograph FILE``. Columns: ``load`` = building the network and
 loading the checkpoint (once per ``crisp segment`` call); ``s / micrograph`` = median over the
-repeats of ``segment_files`` minus ``load``; then the stages of that median repeat; ``first`` =
-the warm-up call, load included.
+repeats of ``segment_files`` minus ``load``; then the median of each stage over the repeats (with
+two repeats medians are means, so the stages add up to the total); ``first`` = the warm-up call,
+load included. On a machine shared with other work, ``--threads 1`` gives steadier figures than
+torch's default (oversubscribed OpenMP threads wait for each other).
 
 Usage::
 
@@ -112,9 +114,13 @@ def _patch_count(binned: int, patch: int, overlap: int) -> int:
     return len(_starts(padded, patch, patch - overlap)) ** 2
 
 
-def run_case(preset: str, binning: int, micrograph: Path, work: Path, repeats: int) -> dict:
+def run_case(preset: str, binning: int, micrograph: Path, work: Path, repeats: int,
+             threads: int | None = None) -> dict:
     """Time ``segment_files`` for one case in this process; return one row."""
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     from crisp.io.micrographs import read_micrograph_shape
     from crisp.models.zoo import parameter_count
@@ -135,8 +141,6 @@ def run_case(preset: str, binning: int, micrograph: Path, work: Path, repeats: i
         totals.append(time.perf_counter() - start)
         stages.append(dict(timer.seconds))
     per_mic = [t - s.get("load", 0.0) for t, s in zip(totals[1:], stages[1:], strict=True)]
-    median = statistics.median(per_mic)
-    chosen = stages[1:][min(range(len(per_mic)), key=lambda i: abs(per_mic[i] - median))]
     height, width = read_micrograph_shape(micrograph)
     binned = round(width / binning)
     return {
@@ -146,8 +150,8 @@ def run_case(preset: str, binning: int, micrograph: Path, work: Path, repeats: i
         "patches": _patch_count(binned, config.patch_px, config.val_overlap_px),
         "threads": torch.get_num_threads(), "repeats": repeats,
         "load_s": statistics.median(s.get("load", 0.0) for s in stages[1:]),
-        "s_per_micrograph": median, "all_s_per_micrograph": per_mic,
-        **{f"{k}_s": chosen.get(k, 0.0) for k in STAGES},
+        "s_per_micrograph": statistics.median(per_mic), "all_s_per_micrograph": per_mic,
+        **{f"{k}_s": statistics.median(s.get(k, 0.0) for s in stages[1:]) for k in STAGES},
         "first_call_s": totals[0],
         "rss_after_import_gb": base_gb,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -187,13 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--micrograph", type=Path, default=None, help="use this micrograph instead")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls after one warm-up")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows to this JSON file")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.one:  # child process: one case
         preset, binning = parse_cases(args.one)[0]
-        print(json.dumps(run_case(preset, binning, args.micrograph, args.work, args.repeats)))
+        print(json.dumps(run_case(preset, binning, args.micrograph, args.work, args.repeats, args.threads)))
         return 0
 
     with tempfile.TemporaryDirectory(prefix="crisp-inference-") as tmp:
@@ -207,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             command = [sys.executable, str(Path(__file__).resolve()), "--one", f"{preset}:{binning}",
                        "--micrograph", str(micrograph), "--work", str(work), "--repeats", str(args.repeats)]
+            command += ["--threads", str(args.threads)] if args.threads else []
             proc = subprocess.run(command, capture_output=True, text=True)
             if proc.returncode != 0:
                 error = (proc.stderr.strip().splitlines() or ["?"])[-1]

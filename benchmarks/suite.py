@@ -245,8 +245,9 @@ def run_s1(args) -> int:
     ok, _, command = suite.run("cnn-eval", [py, str(BENCH / "suite.py"), "evaluate-run", str(run), str(data)])
 
     sweep_dir = s1 / "crf"
+    crf_epochs = args.crf_epochs or (1 if args.quick else 50)
     grid = {"dataset": str(data), "out": str(sweep_dir), "preset": "cpu", "seed": args.seed,
-            "base": {"init": str(run), "epochs": args.crf_epochs if not args.quick else 1,
+            "base": {"init": str(run), "epochs": crf_epochs,
                      **({"threads": args.threads} if args.threads else {})},
             "grid": CRF_GRID, "evaluate": "test", "picker": "tune"}
     grid_file = s1 / "crf-sweep.yaml"
@@ -315,7 +316,7 @@ def run_s1(args) -> int:
                       f"{row['P radius']:.3f} / {row['R radius']:.3f} / {row['F1 radius']:.3f} / "
                       f"{row['AP radius']:.3f}, {row['s / map']:.2f} s", command=command)
     notes = [f"S1: bundled 4JSV map, `paper` simulation preset, seed {args.seed}; `cpu` training preset; "
-             f"CRF fine-tuning {1 if args.quick else args.crf_epochs} epochs from the S1 network "
+             f"CRF fine-tuning {crf_epochs} epochs from the S1 network "
              f"(grid file {grid_file}; `crisp compare {run} {sweep_dir}/kind-*` shows the runs side by "
              "side)."]
     return suite.finish(notes)
@@ -389,6 +390,7 @@ def run_speed(args) -> int:
         argv += ["--size", "1024", "--cases", args.cases or "cpu:4,paper:4", "--repeats", "1"]
     else:
         argv += ["--cases", args.cases] if args.cases else []
+    argv += ["--threads", str(args.threads)] if args.threads else []
     ok, _, command = suite.run("inference", argv)
     if ok:
         record = json.loads(inference_json.read_text())
@@ -564,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("s1", help="benchmark S1: segmentation, CRF, histograms, picking (hours)")
     common(p, "s1")
     p.add_argument("--epochs", type=int, default=None, help="S1 training epochs (default: the cpu preset's)")
-    p.add_argument("--crf-epochs", type=int, default=50, help="CRF fine-tuning epochs (default 50)")
+    p.add_argument("--crf-epochs", type=int, default=None,
+                   help="CRF fine-tuning epochs (default 50; quick: 1)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for training")
     p.add_argument("--seed", type=int, default=1)
     p = sub.add_parser("speed", help="simulation, inference, CRF, picking speed; peak memory of a 4096² "
@@ -575,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--micrograph", type=Path, default=None, help="4096² micrograph for memory_4k "
                    "(default: one simulated with the paper preset)")
     p.add_argument("--cases", default=None, help="inference_speed.py --cases (PRESET:BIN,...)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="inference_speed.py --threads (default: torch's default)")
     p = sub.add_parser("real", help="EMPIAR-10017: labels, training, pixel and picking metrics")
     common(p, "real")
     p.add_argument("--data", type=Path, default=REAL_DATA)
