@@ -57,6 +57,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 REAL_DATA = REPO.parent / "shared" / "data" / "empiar10017-dev"
+INVOCATION: list[str] = []  # the suite's own arguments, for the table's header
 CRF_GRID = {"crf.kind": ["crf", "cd-crf"], "crf.solver": ["mean-field", "frank-wolfe"]}
 
 
@@ -114,6 +115,7 @@ class Suite:
 
     def __init__(self, name: str, work: Path, quick: bool):
         self.name, self.work, self.quick = name, work, quick
+        self.invocation = shlex.join(["python", "benchmarks/suite.py", *INVOCATION])
         self.rows: list[Row] = []
         self.failed: list[str] = []
         self.started = time.time()
@@ -177,7 +179,7 @@ class Suite:
         title = f"CRISP benchmark suite: {self.name}" + (" (quick: a smoke run, figures not meaningful)"
                                                          if self.quick else "")
         minutes = (time.time() - self.started) / 60
-        header = [f"## {title}", "",
+        header = [f"## {title}", "", f"`{self.invocation}`", "",
                   f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(self.started))}, {minutes:.0f} min; "
                   f"{os.cpu_count()} CPU cores; load average at start {self.load_start[0]:.1f} / "
                   f"{self.load_start[1]:.1f} / {self.load_start[2]:.1f}, at end {load[0]:.1f} / "
@@ -591,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subset", default="test")
     p.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
+    INVOCATION[:] = sys.argv[1:] if argv is None else argv
     if args.suite == "evaluate-run":
         return evaluate_run_main(args)
     args.work = (args.work or Path(f"/tmp/crisp-suite-{args.suite}")).resolve()
