@@ -284,6 +284,24 @@ def test_cli_labels_disk_tiny_dataset(tmp_path, capsys):
     assert "other settings" in capsys.readouterr().err
 
 
+def test_cli_labels_disk_fraction_shrinks_discs_not_the_diameter(tmp_path):
+    from crisp.config import read_yaml
+    from crisp.dataset import dataset_diameter_px
+    from crisp.io.micrographs import read_micrograph
+
+    mics, coords, truth = _write_tiny_dataset(tmp_path)
+    out = tmp_path / "ds"
+    assert _run(["labels", "-m", str(mics), "-c", str(coords), "-o", str(out), "--radius", "6",
+                 "--disk-fraction", "0.5", "--qc-count", "0", "--no-progress"]) == 0
+    x, y, _ = truth["mic_a"]
+    expected = disk_mask(read_micrograph(mics / "mic_a.jpg").shape, x, y, 3.0)
+    np.testing.assert_array_equal(read_micrograph(out / "masks" / "mic_a.mrc").data, expected)
+    assert dataset_diameter_px(out) == 12  # the picker and the metrics still get the particle's size
+    assert read_yaml(out / "labels.yaml")["settings"]["disk_fraction"] == 0.5
+    assert _run(["labels", "-m", str(mics), "-c", str(coords), "-o", str(out), "--radius", "6",
+                 "--disk-fraction", "1.5", "--no-progress"]) == 2
+
+
 def test_cli_labels_flip_y(tmp_path):
     from crisp.io.micrographs import read_micrograph
 

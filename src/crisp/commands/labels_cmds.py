@@ -63,6 +63,9 @@ def register(app: typer.Typer) -> None:
             None, "--lowpass-sigma", help="threshold: Gaussian low-pass sigma in pixels (default radius/8)."),
         window_factor: float = typer.Option(
             2.0, "--window-factor", help="threshold: half-width of each particle's window, in radii."),
+        disk_fraction: float = typer.Option(
+            1.0, "--disk-fraction", help="disk: disc radius as a fraction of the particle radius (e.g. "
+            "0.67 keeps touching particles apart; the picker still gets the full diameter)."),
         particles: Path = typer.Option(
             None, "--particles", help="reproject: RELION particle STAR of a 3D refinement."),
         mask3d: Path = typer.Option(None, "--mask3d", help="reproject: 3D mask or map (MRC)."),
@@ -81,7 +84,8 @@ def register(app: typer.Typer) -> None:
             "method": method, "radius_px": radius, "radius_A": radius_a, "pixel_size": pixel_size,
             "flip_y": flip_y, "coord_format": coord_format, "threshold_method": threshold_method,
             "polarity": polarity, "lowpass_sigma_px": lowpass_sigma, "window_factor": window_factor,
-            "projection_threshold": _projection_threshold(projection_threshold), "qc_count": qc_count,
+            "disk_fraction": disk_fraction, "qc_count": qc_count,
+            "projection_threshold": _projection_threshold(projection_threshold),
         }, "command line")
         run = make_labels(micrographs, output, config, coordinates=coords or None, particles=particles,
                           mask3d=mask3d, progress=progress, echo=typer.echo)

@@ -20,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from crisp.config import StageConfig, read_yaml, save_yaml, to_plain
 from crisp.dataset import DatasetFolder
@@ -44,6 +45,9 @@ class LabelConfig(StageConfig):
     polarity: Literal["auto", "dark", "light"] = "auto"
     lowpass_sigma_px: float | None = None
     window_factor: float = 2.0
+    disk_fraction: float = Field(1.0, gt=0, le=1, description="disk: label discs of this fraction of the "
+                                 "particle radius, so that particles packed edge to edge stay apart in the "
+                                 "mask; the recorded particle diameter stays 2 x radius")
     projection_threshold: float | str | None = None
     qc_count: int = 4
 
@@ -105,7 +109,8 @@ def _check_resume(out_dir: Path, settings: dict, inputs: dict) -> dict:
     if not path.is_file():
         return {}
     previous = read_yaml(path)
-    before = previous.get("settings", {})
+    defaults = _settings(LabelConfig())  # settings added later count as their defaults in older files
+    before = {k: v for k, v in defaults.items() if k in settings} | previous.get("settings", {})
     changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
     if changed:
         diffs = ", ".join(f"{k}: {before.get(k)!r} -> {settings.get(k)!r}" for k in changed)
@@ -158,7 +163,7 @@ def _mask_for(method: str, config: LabelConfig, image: np.ndarray, centres: pd.D
     if method == "disk":
         from crisp.labels.disk import disk_mask
 
-        return disk_mask(image.shape, x, y, radius_px), {}
+        return disk_mask(image.shape, x, y, radius_px * config.disk_fraction), {}
     if method == "threshold":
         from crisp.labels.threshold import threshold_mask
 
