@@ -52,12 +52,14 @@ def provided_centres(data: Path, names: list[str]) -> pd.DataFrame:
                      ignore_index=True)
 
 
-def make_label_set(data: Path, work: Path, method: str, masks: dict[str, np.ndarray]) -> dict:
+def make_label_set(data: Path, work: Path, method: str, masks: dict[str, np.ndarray],
+                   disk_fraction: float = 1.0) -> dict:
     from crisp.io.micrographs import read_micrograph
     from crisp.labels import LabelConfig, make_labels
     from crisp.metrics.pixel import pixel_metrics
 
-    config = LabelConfig(method=method, radius_px=DIAMETER_PX / 2, pixel_size=PIXEL_SIZE)
+    config = LabelConfig(method=method, radius_px=DIAMETER_PX / 2, pixel_size=PIXEL_SIZE,
+                         disk_fraction=disk_fraction if method == "disk" else 1.0)
     start = time.perf_counter()
     run = make_labels(data / "images", work / f"labels-{method}", config, coordinates=data / "coordinates",
                       progress=False, echo=lambda _: None)
@@ -111,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
     parser.add_argument("--epochs", type=int, default=None, help="override the cpu preset's epochs")
     parser.add_argument("--labels-only", action="store_true", help="make and score the labels, no training")
+    parser.add_argument("--disk-fraction", type=float, default=1.0,
+                        help="disk labels: disc radius as a fraction of the particle radius")
     args = parser.parse_args(argv)
     if not (args.data / "images").is_dir():
         print(f"real data not found at {args.data}; nothing to do")
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     split = make_split(names, 6, 2, seed=args.seed, n_test=2)
     rows = []
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        row = {"method": method, **make_label_set(args.data, args.work, method, masks)}
+        row = {"method": method, **make_label_set(args.data, args.work, method, masks, args.disk_fraction)}
         dataset = Path(row.pop("dataset"))
         row.pop("names")
         write_split(dataset / "split.yaml", split)
