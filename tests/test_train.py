@@ -254,3 +254,29 @@ def test_cli_train_and_models(dataset, tmp_path, capsys):
     assert main(["models"]) == 0
     text = capsys.readouterr().out
     assert "unetplusplus" in text and "resnet18" in text and "dice" in text and "M" in text
+
+
+@pytest.mark.parametrize(("extra", "epochs"), [
+    (["--init", "RUN", "--crf", "cd-crf"], 50),                  # CRF fine-tuning: the paper's 50 epochs
+    (["--init", "RUN", "--crf", "crf", "--epochs", "3"], 3),     # unless told otherwise
+    (["--init", "RUN"], 12),                                     # CNN from init: the preset's epochs
+    (["--crf", "crf"], 12),                                      # CRF from scratch: the preset's epochs
+])
+def test_cli_train_epoch_default_for_crf_fine_tuning(dataset, tmp_path, monkeypatch, extra, epochs):
+    import crisp.train
+    from crisp.cli import main
+
+    seen = {}
+
+    def fake_train(config, dataset_dir, out_dir, **kwargs):
+        seen["config"] = config
+        Path(out_dir).mkdir(parents=True)
+        (Path(out_dir) / "summary.json").write_text(json.dumps({"best_epoch": 0, "best_val_iou": 0.5,
+                                                                 "best_val_f1": 0.5}))
+        return Path(out_dir)
+
+    monkeypatch.setattr(crisp.train, "train", fake_train)
+    argv = ["train", str(dataset), "-o", str(tmp_path / "run"), "--preset", "cpu",
+            *[str(tmp_path) if a == "RUN" else a for a in extra]]
+    assert main(argv) == 0
+    assert seen["config"].epochs == epochs

@@ -55,7 +55,8 @@ def register(app: typer.Typer) -> None:
         normalize: str = typer.Option(None, "--normalize", help="gmm | zscore | none."),
         patch: int = typer.Option(None, "--patch", help="Patch size in binned pixels (multiple of 32)."),
         overlap: int = typer.Option(None, "--overlap", help="Tile overlap in validation (binned px)."),
-        epochs: int = typer.Option(None, "--epochs", help="Number of epochs."),
+        epochs: int = typer.Option(None, "--epochs", help="Number of epochs (default: the preset's; 50 when "
+                                   "fine-tuning a CRF from --init, as in the paper)."),
         batch: int = typer.Option(None, "--batch", help="Micrographs per batch (4 patches each)."),
         repeats: int = typer.Option(None, "--repeats", help="Visits of each micrograph per epoch."),
         lr: float = typer.Option(None, "--lr", help="Peak learning rate (CNN alone)."),
@@ -83,6 +84,8 @@ def register(app: typer.Typer) -> None:
 
                 preset = "paper" if torch.cuda.is_available() else "cpu"
                 typer.echo(f"preset: {preset}")
+            if epochs is None and init is not None and crf not in (None, "none"):
+                epochs = 50
             cfg = make_config(
                 preset, config, arch=arch, encoder=encoder, encoder_depth=encoder_depth,
                 encoder_weights=str(encoder_weights) if encoder_weights else None, loss=loss,
