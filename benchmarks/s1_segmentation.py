@@ -47,7 +47,8 @@ def main() -> int:
     from crisp.predict import segment_files
     from crisp.simulate import make_config as sim_config
     from crisp.simulate import simulate_dataset
-    from crisp.train import make_config, train
+    from crisp.train import make_config
+    from crisp.workflow.stages import train_or_resume
 
     out = args.out
     data, run, maps = out / "data", out / "run", out / "maps"
@@ -65,8 +66,7 @@ def main() -> int:
     split = read_split(folder.split_file)
 
     config = make_config("cpu", epochs=args.epochs, threads=args.threads, seed=args.seed)
-    if not (run / "summary.json").is_file():
-        train(config, data, run, progress=True)
+    train_or_resume(config, data, run, progress=True)  # skips a finished run, resumes an interrupted one
     summary = json.loads((run / "summary.json").read_text())
 
     t0 = time.perf_counter()
