@@ -137,6 +137,7 @@ def test_train_run_directory_and_best_checkpoint(dataset, tmp_path, monkeypatch)
     best = torch.load(run / "checkpoints/best.ckpt", weights_only=False)
     last = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
     assert best["epoch"] == 1 and last["epoch"] == 2
+    assert "optimizer_states" not in best and "optimizer_states" in last  # best: weights only
     key = next(k for k in best["state_dict"] if k.endswith("weight"))
     assert not torch.equal(best["state_dict"][key], last["state_dict"][key])
     summary = json.loads((run / "summary.json").read_text())

@@ -15,7 +15,8 @@ Run directory::
 
     RUN/config.yaml               resolved TrainConfig (with the CRF settings and the seed)
     RUN/split.yaml                the split manifest used
-    RUN/checkpoints/best.ckpt     the epoch of highest val_iou;  RUN/checkpoints/last.ckpt
+    RUN/checkpoints/best.ckpt     weights of the epoch of highest val_iou;  RUN/checkpoints/last.ckpt
+                                  the last epoch with the optimizer state (for resume)
     RUN/metrics.csv               one row per epoch: train_loss, val_loss, val_iou, val_f1, ... lr
     RUN/summary.json              best epoch and metrics, wall time, parameter counts
     RUN/training_curves.png       loss and validation metrics per epoch
@@ -398,9 +399,11 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
     if config.init is not None and not resume:
         _load_init_weights(module.net, config.init)
 
-    # best.ckpt: highest val_iou; last.ckpt: every epoch (Lightning's own save_last only follows new bests)
+    # best.ckpt: highest val_iou, weights only (segment, --init and evaluation read the weights; a third
+    # of the size without Adam's moments); last.ckpt: every epoch, full state for --resume (Lightning's
+    # own save_last only follows new bests)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_iou", mode="max",
-                           save_top_k=1, enable_version_counter=False)
+                           save_top_k=1, enable_version_counter=False, save_weights_only=True)
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
     callbacks = [best, last, _epoch_table_callback(run_dir)]
