@@ -281,3 +281,13 @@ def test_cli_train_epoch_default_for_crf_fine_tuning(dataset, tmp_path, monkeypa
             *[str(tmp_path) if a == "RUN" else a for a in extra]]
     assert main(argv) == 0
     assert seen["config"].epochs == epochs
+
+
+@pytest.mark.parametrize(("setting", "on_gpu", "expected"), [
+    (None, False, True), (None, True, False), (True, False, True), (True, True, "warn"),
+    (False, False, False), (False, True, False),
+])
+def test_trainer_determinism_table(setting, on_gpu, expected):
+    from crisp.train import trainer_determinism
+
+    assert trainer_determinism(setting, on_gpu) == expected

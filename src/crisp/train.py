@@ -83,6 +83,9 @@ class TrainConfig(StageConfig):
     devices: str | int = "auto"
     precision: str = Field("32-true", description="Lightning precision, e.g. 'bf16-mixed' on a GPU")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
+    deterministic: bool | None = Field(None, description="None: deterministic on the CPU, not on a GPU "
+                                       "(faster; two GPU runs then differ slightly); True on a GPU asks for "
+                                       "deterministic kernels where torch has them and warns where not")
 
     @field_validator("patch_px")
     @classmethod
@@ -296,6 +299,19 @@ def _adopt_init_model(config: TrainConfig) -> TrainConfig:
     return validate_config(TrainConfig, values)
 
 
+def trainer_determinism(setting: bool | None, on_gpu: bool) -> bool | str:
+    """Lightning's ``deterministic`` argument for a run's ``deterministic`` setting.
+
+    None: True on the CPU, False on a GPU. True: True on the CPU, ``"warn"`` on a GPU (deterministic
+    kernels where torch has them, a warning where it has none, instead of an error). False: False.
+    """
+    if setting is None:
+        return not on_gpu
+    if setting:
+        return "warn" if on_gpu else True
+    return False
+
+
 def training_pixel_size(folder: DatasetFolder, names: list[str]) -> float | None:
     """Pixel size (Å) of the training micrographs from their MRC headers; None when any lacks one.
 
@@ -411,11 +427,14 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
         callbacks.append(EarlyStopping(monitor="val_iou", mode="max",
                                        patience=config.early_stopping_patience))
     on_gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+    deterministic = trainer_determinism(config.deterministic, on_gpu)
+    if deterministic == "warn":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for reproducibility
     _quiet_lightning()
     trainer = pl.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
         precision=config.precision,
-        deterministic=not on_gpu, callbacks=callbacks, logger=CSVLogger(run_dir, name="logs", version=""),
+        deterministic=deterministic, callbacks=callbacks, logger=CSVLogger(run_dir, name="logs", version=""),
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=1, default_root_dir=run_dir)
     start = time.perf_counter()
