@@ -118,3 +118,38 @@ def test_tversky_params_change_value():
 
 def test_encoder_parameter_count():
     assert zoo.encoder_parameter_count("resnet18") == pytest.approx(11.17e6, rel=0.02)
+
+
+def _unused_parameters(model) -> int:
+    """Brute force: parameters with no gradient after a forward and backward pass (eval mode)."""
+    model.eval()
+    model(torch.randn(1, 1, 64, 64)).sum().backward()
+    unused = sum(p.numel() for p in model.parameters() if p.grad is None)
+    model.zero_grad(set_to_none=True)
+    return unused
+
+
+@pytest.mark.parametrize(("arch", "encoder", "depth", "left"), [
+    ("unet", "resnet18", 4, 0), ("unetplusplus", "resnet18", 4, 0), ("unet", "resnet34", 3, 0),
+    ("unet", "resnet18", 5, 0),
+    # EfficientNet runs the blocks of the next stage and discards their output: those are kept
+    ("unet", "efficientnet-b0", 3, 368934),
+])
+def test_unused_encoder_stages_are_pruned_without_changing_outputs(arch, encoder, depth, left, monkeypatch):
+    torch.manual_seed(0)
+    model = zoo.build_model(arch, encoder, encoder_depth=depth)
+    assert _unused_parameters(model) == left
+    monkeypatch.setattr(zoo, "prune_unused_encoder_modules", lambda model, input_px=64: 0)
+    torch.manual_seed(0)
+    full = zoo.build_model(arch, encoder, encoder_depth=depth)  # the same seed, nothing pruned
+    removed = _unused_parameters(full) - left
+    assert zoo.parameter_count(full) - zoo.parameter_count(model) == removed
+    assert (removed > 0) == (depth < 5)
+    x = torch.randn(2, 1, 64, 96)
+    model.eval(), full.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), full(x), rtol=0, atol=0)
+    # a state dict written before pruning (with the unused stages) loads into the pruned network
+    zoo.load_network_state(model, full.state_dict())
+    with pytest.raises(CrispError, match="does not fit"):
+        zoo.load_network_state(model, {k: v for k, v in full.state_dict().items() if "decoder" not in k})

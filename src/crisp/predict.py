@@ -160,6 +160,7 @@ def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best.ckpt"):
     import torch
 
     from crisp.config import load_config
+    from crisp.models.zoo import load_network_state
     from crisp.train import TrainConfig, build_network
 
     run_dir = Path(run_dir)
@@ -172,7 +173,7 @@ def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best.ckpt"):
     network = build_network(config)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
     state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
-    network.load_state_dict(state)
+    load_network_state(network, state, ckpt_path)
     network.eval()
     return config, network
 

@@ -281,10 +281,13 @@ def _load_init_weights(network, init_dir: str | os.PathLike[str]) -> None:
         raise CrispError("--init run has no checkpoints/best.ckpt", init_dir)
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     cnn_state = {k[len("net.cnn."):]: v for k, v in state.items() if k.startswith("net.cnn.")}
+    from crisp.models.zoo import load_network_state
+
     try:
-        network.cnn.load_state_dict(cnn_state)
-    except RuntimeError as err:
-        raise CrispError(f"the CNN of this run does not match the --init run's ({err})", ckpt) from None
+        load_network_state(network.cnn, cnn_state, ckpt)
+    except CrispError as err:
+        raise CrispError(f"the CNN of this run does not match the --init run's ({err.reason})",
+                         ckpt) from None
 
 
 def _adopt_init_model(config: TrainConfig) -> TrainConfig:

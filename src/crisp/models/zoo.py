@@ -135,7 +135,71 @@ def build_model(arch: str, encoder: str, *, encoder_depth: int | None = None,
                          f"and options {kwargs}: {err}") from None
     if encoder_weights is not None:
         load_encoder_weights(model, encoder_weights)
+    prune_unused_encoder_modules(model)
     return model
+
+
+def prune_unused_encoder_modules(model, input_px: int = 64) -> int:
+    """Replace encoder submodules that the model never uses by ``nn.Identity``; return the parameters removed.
+
+    smp's own encoders keep every stage when ``encoder_depth`` is below 5 (a U-Net with ResNet-18 at
+    depth 4 carries ResNet's ``layer4``, 8.4 M of its 12.0 M parameters, which no forward pass
+    touches): they would inflate parameter counts and checkpoints. A forward and backward pass on a
+    ``input_px`` square of zeros (eval mode, so batch norm takes one sample) finds them: a submodule is
+    removed when it was never called and none of its parameters received a gradient. (Modules that run
+    but whose output is discarded, such as the first blocks of EfficientNet's next stage, are kept:
+    replacing them could break the code that calls them.) Outputs are unchanged, and no random numbers
+    are drawn, so the same seed gives the same network.
+    """
+    import torch
+
+    encoder = getattr(model, "encoder", None)
+    if encoder is None:
+        return 0
+    called: set[int] = set()
+    hooks = [m.register_forward_hook(lambda mod, _inp, _out: called.add(id(mod))) for m in encoder.modules()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            model(torch.zeros(1, IN_CHANNELS, input_px, input_px)).float().sum().backward()
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    used = {id(p) for p in model.parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    removed, pruned = 0, []
+    for name, module in list(encoder.named_modules()):
+        if not name or any(name.startswith(prefix + ".") for prefix in pruned):
+            continue
+        params = list(module.parameters())
+        if params and id(module) not in called and not any(id(p) in used for p in params):
+            parent_name, _, attr = name.rpartition(".")
+            parent = encoder.get_submodule(parent_name) if parent_name else encoder
+            setattr(parent, attr, torch.nn.Identity())
+            removed += sum(p.numel() for p in params)
+            pruned.append(name)
+    return removed
+
+
+def load_network_state(network, state: dict, source: str | os.PathLike[str] | None = None) -> None:
+    """Load a state dict whose keys may include encoder modules pruned since it was written.
+
+    Every parameter and buffer of ``network`` must be in ``state`` with the right shape; keys of
+    ``state`` that ``network`` lacks (stages removed by :func:`prune_unused_encoder_modules`) are
+    ignored.
+
+    Raises
+    ------
+    CrispError
+        Missing keys or shape mismatches (the checkpoint belongs to another network), naming ``source``.
+    """
+    own = network.state_dict()
+    try:
+        network.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
+    except RuntimeError as err:
+        raise CrispError(f"the checkpoint does not fit this network: {err}", source) from None
 
 
 def load_encoder_weights(model, path: str | os.PathLike[str]) -> dict[str, list[str]]:
