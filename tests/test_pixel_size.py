@@ -9,9 +9,9 @@ import torch
 import yaml
 
 from crisp.io.coordinates import read_coordinates
-from crisp.io.micrographs import read_micrograph, write_mrc
+from crisp.io.micrographs import median_pixel_size, read_micrograph, write_mrc
 from crisp.metrics.picking import radius_match_metrics
-from crisp.picking.files import map_diameter_px, maps_pixel_size, pick_files
+from crisp.picking.files import map_diameter_px, pick_files
 from crisp.picking.tune import PickerConfig
 from crisp.predict import input_binning, segment_files
 from crisp.preprocess import fourier_resize
@@ -103,8 +103,8 @@ def test_picker_diameter_follows_the_map_pixel_size(tmp_path):
     picker = PickerConfig(finder="grid-nms", diameter_px=DIAMETER, pixel_size=2.0, threshold=0.5)
     assert map_diameter_px(picker, tmp_path / "maps" / "fine.mrc") == pytest.approx(2 * DIAMETER)
     assert map_diameter_px(picker, tmp_path / "bare" / "fine.mrc") == pytest.approx(DIAMETER)
-    assert maps_pixel_size([tmp_path / "maps" / "fine.mrc"]) == pytest.approx(1.0)
-    assert maps_pixel_size([tmp_path / "bare" / "fine.mrc"]) is None
+    assert median_pixel_size([tmp_path / "maps" / "fine.mrc"]) == pytest.approx(1.0)
+    assert median_pixel_size([tmp_path / "bare" / "fine.mrc"]) is None
     truth = pd.DataFrame({"rlnMicrographName": "fine", "rlnCoordinateX": 2 * centres[:, 0],
                           "rlnCoordinateY": 2 * centres[:, 1]})
     scores = {}
@@ -115,3 +115,11 @@ def test_picker_diameter_follows_the_map_pixel_size(tmp_path):
         scores[folder] = radius_match_metrics(picks, truth, DIAMETER, threshold=0.5)
     assert scores["maps"]["F1"] >= 0.95
     assert scores["bare"]["precision"] < 0.8  # half the diameter: several picks per particle
+
+
+def test_median_pixel_size_warns_when_the_headers_disagree(tmp_path):
+    for name, size in (("a", 1.0), ("b", 2.0), ("c", 2.0)):
+        write_mrc(tmp_path / f"{name}.mrc", np.zeros((4, 4), np.float32), pixel_size=size)
+    with pytest.warns(UserWarning, match="pixel sizes differ"):
+        assert median_pixel_size([tmp_path / f"{n}.mrc" for n in "abc"]) == pytest.approx(2.0)
+    assert median_pixel_size([]) is None

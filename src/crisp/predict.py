@@ -196,10 +196,9 @@ def input_binning(config, pixel_size: float | None) -> float:
         ``bin * config.pixel_size`` Å per pixel whatever the input; ``config.bin`` itself when either
         pixel size is unknown or the two agree within 1 %.
     """
-    if config.pixel_size is None or pixel_size is None:
-        return float(config.bin)
-    factor = config.bin * config.pixel_size / pixel_size
-    return float(config.bin) if abs(factor / config.bin - 1.0) < 0.01 else float(factor)
+    from crisp.io.micrographs import pixel_size_ratio
+
+    return float(config.bin) * pixel_size_ratio(config.pixel_size, pixel_size)
 
 
 def collect_micrographs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:

@@ -315,26 +315,6 @@ def trainer_determinism(setting: bool | None, on_gpu: bool) -> bool | str:
     return False
 
 
-def training_pixel_size(folder: DatasetFolder, names: list[str]) -> float | None:
-    """Pixel size (Å) of the training micrographs from their MRC headers; None when any lacks one.
-
-    When they differ by more than 1 % the median is returned with a warning (the network then saw
-    particles at several scales, and inference resamples to the median).
-    """
-    import numpy as np
-
-    from crisp.io.micrographs import read_header_pixel_size
-
-    sizes = [read_header_pixel_size(folder.micrograph(name)) for name in names]
-    if not sizes or any(size is None for size in sizes):
-        return None
-    median = float(np.median(sizes))
-    if max(sizes) > 1.01 * min(sizes):
-        warnings.warn(f"training micrographs have pixel sizes {min(sizes):.4g}-{max(sizes):.4g} Å; "
-                      f"the run records the median {median:.4g} Å", stacklevel=2)
-    return round(median, 6)
-
-
 class _NoAdvertisement(logging.Filter):
     """Drops Lightning's start-up tip that advertises its cloud logger (noise in every run)."""
 
@@ -395,7 +375,10 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
         raise CrispError("the split has no validation micrographs (needed to choose the best epoch)")
 
     if config.pixel_size is None and not resume:
-        config = config.model_copy(update={"pixel_size": training_pixel_size(folder, the_split.train)})
+        from crisp.io.micrographs import median_pixel_size
+
+        train_paths = [folder.micrograph(name) for name in the_split.train]
+        config = config.model_copy(update={"pixel_size": median_pixel_size(train_paths)})
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     pl.seed_everything(config.seed, workers=True, verbose=False)

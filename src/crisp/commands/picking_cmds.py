@@ -65,7 +65,8 @@ def register(app: typer.Typer) -> None:
 
         from crisp.dataset import DatasetFolder, dataset_diameter_px
         from crisp.io.coordinates import read_coordinates
-        from crisp.picking.files import maps_pixel_size, read_map
+        from crisp.io.micrographs import median_pixel_size
+        from crisp.picking.files import read_map
         from crisp.picking.tune import tune_picker, write_tuning
 
         folder = DatasetFolder.open(dataset)
@@ -87,7 +88,7 @@ def register(app: typer.Typer) -> None:
         prob_maps = {name: read_map(maps_dir / f"{name}.mrc") for name in names}
         chosen = [f.strip() for f in finders.split(",") if f.strip()] if finders else None
         config, table = tune_picker(prob_maps, pd.concat(truth, ignore_index=True), diameter, finders=chosen,
-                                    pixel_size=maps_pixel_size([maps_dir / f"{n}.mrc" for n in names]))
+                                    pixel_size=median_pixel_size([maps_dir / f"{n}.mrc" for n in names]))
         yaml_path, csv_path = write_tuning(config, table, output)
         typer.echo(_tuning_summary(table))
         typer.echo(f"best: {config.finder} {config.params} mAP {config.validation['mAP']:.4f}; "

@@ -224,6 +224,34 @@ def read_header_pixel_size(path: str | os.PathLike[str]) -> float | None:
     return voxel if np.isfinite(voxel) and voxel > 0 else None
 
 
+def median_pixel_size(paths: Iterable[str | os.PathLike[str]]) -> float | None:
+    """Median pixel size (Å) in the headers of a set of files; None when any of them lacks one.
+
+    Warns when the sizes differ by more than 1 % (then the median stands for them all). Rounded to
+    1e-6 Å, so that a value written to YAML reads back equal.
+    """
+    sizes = [read_header_pixel_size(p) for p in paths]
+    if not sizes or any(size is None for size in sizes):
+        return None
+    median = float(np.median(sizes))
+    if max(sizes) > 1.01 * min(sizes):
+        warnings.warn(f"pixel sizes differ: {min(sizes):.4g}-{max(sizes):.4g} Å; using the median "
+                      f"{median:.4g} Å", stacklevel=2)
+    return round(median, 6)
+
+
+def pixel_size_ratio(reference: float | None, pixel_size: float | None) -> float:
+    """``reference / pixel_size``: how many pixels of ``pixel_size`` one ``reference`` pixel spans.
+
+    1.0 when either is unknown (None) or the two agree within 1 %, so that sizes read from
+    different headers of the same data do not trigger a resampling.
+    """
+    if reference is None or pixel_size is None:
+        return 1.0
+    ratio = reference / pixel_size
+    return 1.0 if abs(ratio - 1.0) <= 0.01 else ratio
+
+
 def read_micrograph_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
     """(ny, nx) of a micrograph from its header, without reading the pixels.
 

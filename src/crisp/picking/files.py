@@ -20,7 +20,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from crisp.config import save_yaml
@@ -109,16 +108,6 @@ def _check_shape(prob_shape: tuple[int, int], micrograph: str, map_path: Path) -
                          map_path)
 
 
-def maps_pixel_size(paths: Iterable[str | os.PathLike[str]]) -> float | None:
-    """Median pixel size (Å) in the MRC headers of probability maps; None when any header lacks one."""
-    from crisp.io.micrographs import read_header_pixel_size
-
-    sizes = [read_header_pixel_size(p) for p in paths]
-    if not sizes or any(s is None for s in sizes):
-        return None
-    return float(np.median(sizes))
-
-
 def map_diameter_px(picker: PickerConfig, path: str | os.PathLike[str]) -> float:
     """The picker's particle diameter in pixels of the map ``path``.
 
@@ -126,13 +115,9 @@ def map_diameter_px(picker: PickerConfig, path: str | os.PathLike[str]) -> float
     and differ by more than 1 % (a picker tuned at 1.77 Å/px applied to a 0.666 Å/px micrograph's
     map finds particles 2.66 times wider in pixels); otherwise ``picker.diameter_px`` unchanged.
     """
-    from crisp.io.micrographs import read_header_pixel_size
+    from crisp.io.micrographs import pixel_size_ratio, read_header_pixel_size
 
-    map_pixel = read_header_pixel_size(path)
-    if picker.pixel_size is None or map_pixel is None:
-        return picker.diameter_px
-    ratio = picker.pixel_size / map_pixel
-    return picker.diameter_px * ratio if abs(ratio - 1.0) > 0.01 else picker.diameter_px
+    return picker.diameter_px * pixel_size_ratio(picker.pixel_size, read_header_pixel_size(path))
 
 
 def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],

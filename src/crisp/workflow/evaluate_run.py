@@ -119,7 +119,7 @@ def tune_on_maps(prob_dir: str | os.PathLike[str], dataset_dir: str | os.PathLik
                  diameter_px: float | None = None, finders: list[str] | None = None,
                  progress: bool = True):
     """Tune the picker on a subset's probability maps; write ``picker.yaml`` (+ tuning CSV); return it."""
-    from crisp.picking.files import maps_pixel_size
+    from crisp.io.micrographs import median_pixel_size
     from crisp.picking.tune import tune_picker, write_tuning
 
     names = subset_names(dataset_dir, subset)
@@ -132,7 +132,7 @@ def tune_on_maps(prob_dir: str | os.PathLike[str], dataset_dir: str | os.PathLik
         raise CrispError(f"true coordinates missing for the '{subset}' micrographs", dataset_dir)
     config, table = tune_picker(read_maps(prob_dir, names), truth, diameter_px, finders=finders,
                                 progress=progress,
-                                pixel_size=maps_pixel_size([Path(prob_dir) / f"{n}.mrc" for n in names]))
+                                pixel_size=median_pixel_size([Path(prob_dir) / f"{n}.mrc" for n in names]))
     write_tuning(config, table, out_path)
     return config
 
