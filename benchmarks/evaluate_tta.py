@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import yaml
 
-    from crisp.workflow.evaluate_run import evaluate_run, read_evaluation, segment_subset, tune_on_maps
+    from crisp.workflow.evaluate_run import evaluate_run, read_evaluation, run_picker
 
     out = args.out
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -40,10 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     link = out / "checkpoints" / "best.ckpt"
     if not link.exists():
         link.symlink_to((args.run / "checkpoints" / "best.ckpt").resolve())
-    if not (out / "picker.yaml").is_file():
-        segment_subset(out, args.dataset, "val", out / "probabilities" / "val", progress=False)
-        tune_on_maps(out / "probabilities" / "val", args.dataset, out / "picker.yaml", progress=False)
-    evaluate_run(out, args.dataset, "test", picker=out / "picker.yaml", progress=False)
+    evaluate_run(out, args.dataset, "test", picker=run_picker(out, args.dataset, progress=False),
+                 progress=False)
     rows = {"without TTA": read_evaluation(args.run, "test"), "with TTA": read_evaluation(out, "test")}
     print("| run | pixel IoU | pixel recall | pixel F1 | pick P | pick R | pick F1 | pick AP | box mAP |")
     print("|---|---|---|---|---|---|---|---|---|")

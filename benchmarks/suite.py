@@ -326,15 +326,12 @@ def run_s1(args) -> int:
 
 def evaluate_run_main(args) -> int:
     """Tune the picker on the validation maps and evaluate a run on ``--subset`` (what crisp sweep does)."""
-    from crisp.workflow.evaluate_run import evaluate_run, evaluation_path, segment_subset, tune_on_maps
+    from crisp.workflow.evaluate_run import evaluate_run, evaluation_path, run_picker
 
     if evaluation_path(args.run, args.subset).is_file() and not args.overwrite:
         print(f"{evaluation_path(args.run, args.subset)} exists (done before)")
         return 0
-    picker = args.run / "picker.yaml"
-    if not picker.is_file():
-        segment_subset(args.run, args.dataset, "val", args.run / "probabilities" / "val")
-        tune_on_maps(args.run / "probabilities" / "val", args.dataset, picker)
+    picker = run_picker(args.run, args.dataset)
     record = evaluate_run(args.run, args.dataset, args.subset, picker=picker, overwrite=args.overwrite)
     print(json.dumps(record, indent=2))
     return 0

@@ -137,6 +137,21 @@ def tune_on_maps(prob_dir: str | os.PathLike[str], dataset_dir: str | os.PathLik
     return config
 
 
+def run_picker(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[str], *,
+               progress: bool = True) -> Path:
+    """``RUN/picker.yaml``, tuned on the run's own validation maps when it is not there yet.
+
+    Segments the dataset's validation micrographs into ``RUN/probabilities/val`` and tunes the picker
+    on them (:func:`tune_on_maps`); a run that has its picker keeps it.
+    """
+    run = Path(run_dir)
+    picker = run / "picker.yaml"
+    if not picker.is_file():
+        segment_subset(run, dataset_dir, "val", run / "probabilities" / "val", progress=progress)
+        tune_on_maps(run / "probabilities" / "val", dataset_dir, picker, progress=progress)
+    return picker
+
+
 def match_picks(picks: pd.DataFrame, truth: pd.DataFrame, radius_px: float
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Mark radius matches: ``is_true_positive`` on picks and ``is_matched`` on truth (for figures).

@@ -155,7 +155,7 @@ def run_sweep(path: str | os.PathLike[str], *, progress: bool = True,
 
     from crisp.compare import compare_runs, write_comparison
     from crisp.dataset import DatasetFolder
-    from crisp.workflow.evaluate_run import evaluate_run, evaluation_path, segment_subset, tune_on_maps
+    from crisp.workflow.evaluate_run import evaluate_run, evaluation_path, run_picker
     from crisp.workflow.stages import train_or_resume
 
     plan = load_sweep(path)
@@ -175,11 +175,7 @@ def run_sweep(path: str | os.PathLike[str], *, progress: bool = True,
         if plan.evaluate is not None:
             picker = plan.picker
             if picker == "tune":
-                if not (run / "picker.yaml").is_file():
-                    segment_subset(run, plan.dataset, "val", run / "probabilities" / "val", progress=progress)
-                    tune_on_maps(run / "probabilities" / "val", plan.dataset, run / "picker.yaml",
-                                 progress=progress)
-                picker = run / "picker.yaml"
+                picker = run_picker(run, plan.dataset, progress=progress)
             evaluate_run(run, plan.dataset, plan.evaluate, picker=picker, progress=progress)
         echo(f"{prefix}: done in {time.perf_counter() - start:.1f} s")
     table = compare_runs([plan.out / name for name in plan.runs])
