@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from crisp.io.micrographs import read_micrograph
     from crisp.models.crf import CRFConfig, refine_probabilities
     from crisp.patches import bin_mask, prepare_image
+    from crisp.report import plot_histogram_counts, probability_counts
     from crisp.train import TrainConfig
     from crisp.workflow.evaluate_run import segment_subset
 
@@ -66,28 +67,12 @@ def main(argv: list[str] | None = None) -> int:
             fg = out >= 0.5
             stats[label] += [(fg & mask).sum(), (fg | mask).sum(), ((out > 0.1) & (out < 0.9)).sum(),
                              np.abs(out - prob).sum(), out.size]
-            hist[label] += np.histogram(out, bins=50, range=(0, 1))[0]
+            hist[label] += probability_counts(out, 50)
     print(f"{args.run} on {len(names)} {args.subset} micrograph(s), binned grid (bin {config.bin})\n")
     print("| setting | pixel IoU | 0.1 < p < 0.9 | mean abs change |\n|---|---|---|---|")
     for label, (inter, union, undecided, change, n) in stats.items():
         print(f"| {label} | {inter / union:.4f} | {undecided / n:.4f} | {change / n:.4f} |")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    centres = (np.arange(50) + 0.5) / 50
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for label, counts in hist.items():
-        ax.step(centres, counts / counts.sum(), where="mid", label=label, lw=2 if label == "CNN alone" else 1)
-    ax.set_yscale("log")
-    ax.set_xlabel("foreground probability")
-    ax.set_ylabel("fraction of pixels")
-    ax.set_title(f"untrained CRF of growing weight on the {args.subset} maps")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
+    plot_histogram_counts(hist, args.out, title=f"untrained CRF of growing weight on the {args.subset} maps")
     print(f"\nwrote {args.out}")
     return 0
 

@@ -26,16 +26,16 @@ BINS = 50
 def run_histogram(run: Path, subset: str) -> np.ndarray:
     """Counts of the run's foreground probabilities on ``subset`` in ``BINS`` bins on [0, 1]."""
     from crisp.io.micrographs import read_micrograph
+    from crisp.report import probability_counts
     from crisp.workflow.evaluate_run import read_evaluation
 
     record = read_evaluation(run, subset)
     if record is None:
         raise SystemExit(f"{run}: no evaluation/{subset}.json (evaluate the run first)")
     folder = run / record["probabilities"]
-    counts = np.zeros(BINS, np.int64)
-    for path in sorted(folder.glob("*.mrc")):
-        prob = read_micrograph(path).data.astype(np.float32).ravel()
-        counts += np.histogram(prob, bins=BINS, range=(0.0, 1.0))[0]
+    counts = np.zeros(BINS)
+    for path in sorted(folder.glob("*.mrc")):  # one map in memory at a time
+        counts += probability_counts(read_micrograph(path).data, BINS)
     if not counts.sum():
         raise SystemExit(f"{folder}: no probability maps")
     return counts
@@ -60,23 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         middle = fraction[(centres > 0.1) & (centres < 0.9)].sum()
         table.append((label, int(counts.sum()), middle, fraction[centres >= 0.5].sum()))
         record["runs"][label] = {"run": str(run), "counts": counts.tolist()}
-    import matplotlib
+    from crisp.report import plot_histogram_counts
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for label in labels:
-        counts = np.asarray(record["runs"][label]["counts"], float)
-        ax.step(centres, counts / counts.sum(), where="mid", label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("foreground probability")
-    ax.set_ylabel("fraction of pixels")
-    ax.set_title(f"probability histogram ({args.subset} micrographs)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
+    plot_histogram_counts({label: rec["counts"] for label, rec in record["runs"].items()}, args.out,
+                          title=f"probability histogram ({args.subset} micrographs)")
     args.out.with_suffix(".json").write_text(json.dumps(record))
     print("| run | pixels | 0.1 < p < 0.9 | p >= 0.5 |\n|---|---|---|---|")
     for label, n, middle, positive in table:

@@ -153,6 +153,33 @@ def plot_segmentation(
     return _save(fig, path)
 
 
+def probability_counts(arrays: np.ndarray | Sequence[np.ndarray], bins: int = 50) -> np.ndarray:
+    """Pixel counts of probability maps (values clipped to [0, 1]) in ``bins`` equal bins, summed."""
+    arrays = [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
+    edges = np.linspace(0, 1, bins + 1)
+    counts = np.zeros(bins)
+    for arr in arrays:
+        counts += np.histogram(np.clip(np.asarray(arr, np.float32), 0, 1), bins=edges)[0]
+    return counts
+
+
+def plot_histogram_counts(counts: Mapping[str, np.ndarray], path: str | os.PathLike[str],
+                          title: str = "probability histogram") -> Path:
+    """One curve per label from counts in equal bins on [0, 1]: fraction of pixels, log scale."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, values in counts.items():
+        values = np.asarray(values, float)
+        edges = np.linspace(0, 1, len(values) + 1)
+        ax.step(edges[:-1], values / max(values.sum(), 1), where="post", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("particle probability")
+    ax.set_ylabel("fraction of pixels")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
 def plot_probability_histogram(
     maps: Mapping[str, np.ndarray | Sequence[np.ndarray]], path: str | os.PathLike[str], bins: int = 50
 ) -> Path:
@@ -160,22 +187,8 @@ def plot_probability_histogram(
 
     A CRF should push the mass toward 0 and 1; the y axis is logarithmic so both ends show.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    edges = np.linspace(0, 1, bins + 1)
-    for label, values in maps.items():
-        arrays = [values] if isinstance(values, np.ndarray) else list(values)
-        counts = np.zeros(bins)
-        for arr in arrays:
-            counts += np.histogram(np.clip(np.asarray(arr, np.float32), 0, 1), bins=edges)[0]
-        frac = counts / max(counts.sum(), 1)
-        ax.step(edges[:-1], frac, where="post", label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("particle probability")
-    ax.set_ylabel("fraction of pixels")
-    ax.legend(fontsize=8)
-    ax.set_title("probability histogram", fontsize=10)
-    return _save(fig, path)
+    return plot_histogram_counts({label: probability_counts(values, bins) for label, values in maps.items()},
+                                 path)
 
 
 def plot_training_curves(
