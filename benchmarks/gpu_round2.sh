@@ -21,13 +21,9 @@ crisp labels -m "$DATA/images" -c "$DATA/coordinates" -o "$DS" --method disk --r
     > "$WORK/labels.log" 2>&1 || exit 1
 [ -f "$DS/split.yaml" ] || crisp split "$DS" --train 6 --val 2 --test 2 --seed 0 || exit 1
 
+source "$(dirname "$0")/gpu_sweep.sh"
 sweep() {  # sweep NAME DATASET YAML-BODY SECONDS
-    local name=$1
-    printf 'dataset: %s\nout: %s\nseed: 0\nevaluate: test\npicker: tune\n%s\n' "$2" "$name" "$3" \
-        > "$WORK/$name.yaml"
-    echo "$(date +%T) sweep $name starts"
-    timeout "$4" crisp sweep "$WORK/$name.yaml" > "$WORK/$name.log" 2>&1
-    echo "$(date +%T) sweep $name exit $?"
+    gpu_sweep "$WORK" "$1" "$2" 0 "$4" "$3"
 }
 STRONG='lr_crf: 0.05, crf.w_appearance: 5.0, crf.w_smoothness: 5.0'
 

@@ -12,6 +12,7 @@ DATA=$1
 mkdir -p "$2"
 WORK=$(cd "$2" && pwd)
 LIMIT=${3:-3000}
+source "$(dirname "$0")/gpu_sweep.sh"
 FRACTIONS=${4:-1.0 0.67 0.5}
 SEEDS=${5:-0 1}
 BASE=${6:-threads: 2, epochs: 100, arch: unetplusplus}
@@ -21,11 +22,9 @@ for fraction in $FRACTIONS; do
       --disk-fraction "$fraction" --qc-count 1 --no-progress > "$WORK/labels-$fraction.log" 2>&1 || exit 1
   [ -f "$ds/split.yaml" ] || crisp split "$ds" --train 6 --val 2 --test 2 --seed 0 || exit 1
   for seed in $SEEDS; do
-    name="fraction-$fraction-seed-$seed"
-    printf 'dataset: labels-%s\nout: %s\nseed: %s\nevaluate: test\npicker: tune\npreset: cpu\nbase: {%s}\ngrid: {augment: [true]}\n' \
-        "$fraction" "$name" "$seed" "$BASE" > "$WORK/$name.yaml"
-    ( echo "$(date +%T) $name starts"; timeout "$LIMIT" crisp sweep "$WORK/$name.yaml" > "$WORK/$name.log" 2>&1
-      echo "$(date +%T) $name exit $?" ) &
+    gpu_sweep "$WORK" "fraction-$fraction-seed-$seed" "labels-$fraction" "$seed" "$LIMIT" "preset: cpu
+base: {$BASE}
+grid: {augment: [true]}" &
   done
 done
 wait

@@ -22,13 +22,9 @@ crisp labels -m "$DATA/images" -c "$DATA/coordinates" -o "$DS" --method disk --r
 [ -f "$DS/split.yaml" ] || crisp split "$DS" --train 6 --val 2 --test 2 --seed 0 || exit 1
 cat "$DS/split.yaml"
 
-sweep() {  # sweep NAME YAML-BODY [SECONDS]: write WORK/NAME.yaml and run it under a time limit
-    local name=$1
-    printf 'dataset: labels-disk\nout: %s\nseed: 0\nevaluate: test\npicker: tune\n%s\n' "$name" "$2" \
-        > "$WORK/$name.yaml"
-    echo "$(date +%T) sweep $name starts"
-    timeout "${3:-$LIMIT}" crisp sweep "$WORK/$name.yaml" > "$WORK/$name.log" 2>&1
-    echo "$(date +%T) sweep $name exit $?"
+source "$(dirname "$0")/gpu_sweep.sh"
+sweep() {  # sweep NAME YAML-BODY [SECONDS]
+    gpu_sweep "$WORK" "$1" labels-disk 0 "${3:-$LIMIT}" "$2"
 }
 
 # Training recipes around the cpu preset (U-Net, ResNet-18 depth 4, bin 4, 256 px patches).

@@ -11,11 +11,9 @@ S1=$(cd "$1" && pwd)
 mkdir -p "$2"
 WORK=$(cd "$2" && pwd)
 EPOCHS=${3:-50}
-sweep() {  # sweep NAME YAML-BODY
-    printf 'dataset: %s\nout: %s\nseed: 0\nevaluate: test\npicker: tune\n%s\n' "$S1" "$1" "$2" > "$WORK/$1.yaml"
-    echo "$(date +%T) sweep $1 starts"
-    crisp sweep "$WORK/$1.yaml" > "$WORK/$1.log" 2>&1
-    echo "$(date +%T) sweep $1 exit $?"
+source "$(dirname "$0")/gpu_sweep.sh"
+sweep() {  # sweep NAME YAML-BODY (no time limit)
+    gpu_sweep "$WORK" "$1" "$S1" 0 0 "$2"
 }
 S1BASE='crf.theta_alpha: 40.0, crf.theta_gamma: 0.75'
 sweep s1-base "preset: cpu
