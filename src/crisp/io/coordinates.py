@@ -311,15 +311,22 @@ def _read_table(path: Path, sep: str, what: str) -> pd.DataFrame:
         raise CrispError(f"not a readable {what} file ({err})", path) from None
 
 
+def _require_columns(table: pd.DataFrame, columns: tuple[str, ...], fmt: str, expected: str,
+                     path: Path) -> None:
+    """CrispError naming the first of ``columns`` the table lacks, the expected header and what it has."""
+    for column in columns:
+        if column not in table.columns:
+            raise CrispError(f"missing {fmt} column '{column}' (expected {expected}; found "
+                             f"{', '.join(table.columns)})", path)
+
+
 def _read_topaz(path: Path, micrograph_name: str | None) -> pd.DataFrame:
     table = _read_table(path, "\t", "Topaz")
     if len(table.columns) == 1:  # space-separated variant
         table = _read_table(path, r"\s+", "Topaz")
     table.columns = [str(c).strip() for c in table.columns]
-    for column in ("x_coord", "y_coord"):
-        if column not in table.columns:
-            raise CrispError(f"missing Topaz column '{column}' (expected header image_name, x_coord, "
-                             f"y_coord, score; found {', '.join(table.columns)})", path)
+    _require_columns(table, ("x_coord", "y_coord"), "Topaz", "header image_name, x_coord, y_coord, score",
+                     path)
     rename = {"x_coord": X, "y_coord": Y}
     if "score" in table.columns:
         rename["score"] = FOM
@@ -332,10 +339,8 @@ def _read_topaz(path: Path, micrograph_name: str | None) -> pd.DataFrame:
 def _read_cryoppp(path: Path, micrograph_name: str | None) -> pd.DataFrame:
     table = _read_table(path, ",", "CryoPPP .csv")
     table.columns = [str(c).strip() for c in table.columns]
-    for column in ("X-Coordinate", "Y-Coordinate"):
-        if column not in table.columns:
-            raise CrispError(f"missing CryoPPP column '{column}' (expected X-Coordinate, Y-Coordinate, "
-                             f"Diameter; found {', '.join(table.columns)})", path)
+    _require_columns(table, ("X-Coordinate", "Y-Coordinate"), "CryoPPP",
+                     "X-Coordinate, Y-Coordinate, Diameter", path)
     rename = {"X-Coordinate": X, "Y-Coordinate": Y}
     if "Diameter" in table.columns:
         rename["Diameter"] = DIAMETER
