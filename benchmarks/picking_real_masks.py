@@ -58,7 +58,7 @@ def main() -> None:
         config, _ = tune_picker(tune_maps, truth, DIAMETER, finders=[finder], progress=False)
         tune_s = time.perf_counter() - start
         start = time.perf_counter()
-        picks = pick_maps(test_maps, DIAMETER, finder, config.params)
+        picks = pick_maps(test_maps, DIAMETER, finder, config.params, config.border_fraction)
         per_map = (time.perf_counter() - start) / len(test_maps)
         all_picks = box_map(picks, test_truth, DIAMETER)
         if config.threshold is not None:

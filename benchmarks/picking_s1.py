@@ -72,7 +72,7 @@ def main() -> int:
         picker, _ = tune_picker(val_maps, val_truth, diameter, finders=[finder], progress=False)
         tune_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        picks = pick_maps(test_maps, diameter, finder, picker.params)
+        picks = pick_maps(test_maps, diameter, finder, picker.params, picker.border_fraction)
         pick_s = (time.perf_counter() - t0) / len(test_maps)
         kept = picks
         if picker.threshold is not None:

@@ -71,7 +71,7 @@ def make_label_set(data: Path, work: Path, method: str, masks: dict[str, np.ndar
 
 
 def train_and_evaluate(data: Path, work: Path, method: str, dataset: Path, split, masks, centres,
-                       seed: int, epochs: int | None) -> dict:
+                       seed: int, epochs: int | None, threads: int | None = None) -> dict:
     from crisp.io.micrographs import read_micrograph
     from crisp.metrics.picking import radius_match_metrics
     from crisp.metrics.pixel import pixel_metrics
@@ -79,7 +79,7 @@ def train_and_evaluate(data: Path, work: Path, method: str, dataset: Path, split
     from crisp.predict import segment_files
     from crisp.train import make_config, train
 
-    config = make_config("cpu", seed=seed, epochs=epochs)
+    config = make_config("cpu", seed=seed, epochs=epochs, threads=threads)
     run_dir = work / f"run-{method}"
     start = time.perf_counter()
     if not (run_dir / "summary.json").is_file():  # resume an interrupted run, skip a finished one
@@ -95,7 +95,7 @@ def train_and_evaluate(data: Path, work: Path, method: str, dataset: Path, split
     picker, table = tune_picker(val, centres, DIAMETER_PX, progress=False)
     write_tuning(picker, table, run_dir / "picker.yaml")
     _, pixel = pixel_metrics(test, {n: masks[n] for n in test})
-    picks = pick_maps(test, DIAMETER_PX, picker.finder, picker.params)
+    picks = pick_maps(test, DIAMETER_PX, picker.finder, picker.params, picker.border_fraction)
     test_truth = centres[centres["rlnMicrographName"].isin(split.test)]
     picking = radius_match_metrics(picks, test_truth, DIAMETER_PX / 2, threshold=picker.threshold)
     return {"train_seconds": round(train_seconds, 1), "test_pixel_iou": pixel["iou"],
@@ -110,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the empiar10017-dev folder")
     parser.add_argument("--work", type=Path, default=Path("/tmp/crisp-real-data"), help="output folder")
     parser.add_argument("--methods", default="disk,threshold", help="label methods, comma-separated")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and the training")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the split (and of the training unless --train-seed)")
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="seed of the training (default: --seed); the split keeps --seed")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads of the training")
     parser.add_argument("--epochs", type=int, default=None, help="override the cpu preset's epochs")
     parser.add_argument("--labels-only", action="store_true", help="make and score the labels, no training")
     parser.add_argument("--disk-fraction", type=float, default=1.0,
@@ -133,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         write_split(dataset / "split.yaml", split)
         if not args.labels_only:
             row.update(train_and_evaluate(args.data, args.work, method, dataset, split, masks, centres,
-                                          args.seed, args.epochs))
+                                          args.seed if args.train_seed is None else args.train_seed,
+                                          args.epochs, args.threads))
         rows.append(row)
     table = pd.DataFrame(rows)
     print(f"EMPIAR-10017 dev set: {len(names)} micrographs; split seed {args.seed}: "

@@ -9,6 +9,7 @@ from scipy.spatial import cKDTree
 
 from crisp.errors import CrispError
 from crisp.picking import available_finders, find_particles, get_finder, make_params
+from crisp.picking.base import drop_near_border
 from crisp.picking.nms import greedy_nms
 
 X, Y, S = "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit"
@@ -187,3 +188,17 @@ def test_contour_finds_elongated_footprints():
     assert len(found) == len(centres)
     for cx, cy in centres:
         assert np.min(np.hypot(found[:, 0] - cx, found[:, 1] - cy)) < diameter / 4
+
+
+def test_drop_near_border_by_hand():
+    # shape (rows 100, columns 200): pixel centres 0..199 in x and 0..99 in y
+    picks = pd.DataFrame({X: [5.0, 194.0, 100.0, 100.0, 4.9, 100.0],
+                          Y: [50.0, 50.0, 94.0, 95.0, 50.0, 50.0],
+                          "rlnAutopickFigureOfMerit": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]})
+    # edge distances: 5, 5, 5, 4, 4.9, 50
+    kept = drop_near_border(picks, (100, 200), 5.0)
+    assert kept[X].tolist() == [5.0, 194.0, 100.0, 100.0]
+    assert kept[Y].tolist() == [50.0, 50.0, 94.0, 50.0]
+    assert kept.index.tolist() == [0, 1, 2, 3]
+    assert len(drop_near_border(picks, (100, 200), 0.0)) == 6
+    assert len(drop_near_border(picks, (100, 200), 50.5)) == 0

@@ -17,8 +17,15 @@ from crisp.io.coordinates import read_autopick, read_coordinates, write_coordina
 from crisp.io.micrographs import write_mrc
 from crisp.metrics.picking import box_map
 from crisp.picking.files import pick_files
-from crisp.picking.tune import PickerConfig, load_picker, pick_maps, tune_picker, write_tuning
-from test_picking_finders import DIAMETER, synthetic_map
+from crisp.picking.tune import (
+    BORDER_FRACTIONS,
+    PickerConfig,
+    load_picker,
+    pick_maps,
+    tune_picker,
+    write_tuning,
+)
+from test_picking_finders import DIAMETER, disc_map, synthetic_map
 
 X, Y, S, M = "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit", "rlnMicrographName"
 NAMES = ["mic_a", "mic_b", "mic_c"]
@@ -39,8 +46,8 @@ def test_tune_picker_chooses_by_map(maps_and_truth, tmp_path):
     grids = {"contour": {"threshold": [0.5, 0.97]}, "grid-nms": {"cell_fraction": [0.5],
                                                                    "iou_threshold": [0.3]}}
     config, table = tune_picker(maps, truth, DIAMETER, finders=["contour", "grid-nms"], grids=grids,
-                                progress=False)
-    assert len(table) == 3
+                                progress=False, border_fractions=())
+    assert len(table) == 3 and config.border_fraction == 0
     assert table["mAP"].is_monotonic_decreasing
     assert config.validation["mAP"] == pytest.approx(table["mAP"].max())
     best = table.iloc[0]
@@ -63,8 +70,49 @@ def test_tune_picker_default_grids_cover_every_finder(maps_and_truth):
     one = {NAMES[0]: maps[NAMES[0]]}
     _, table = tune_picker(one, truth, DIAMETER, progress=False)
     assert set(table["finder"]) == {"grid-nms", "crocker-grier", "contour"}
-    assert len(table) == 27
+    # 27 grid settings without edge margin, then each non-zero margin on the best of them
+    assert len(table) == 27 + len(BORDER_FRACTIONS) - 1
+    assert (table["border_fraction"] == 0).sum() == 27
     assert (table["n_truth"] == (truth[M] == f"{NAMES[0]}.mrc").sum()).all()
+
+
+def lattice_with_unannotated_rim():
+    """Discs on a 48 px lattice whose outer ring sits 20 px (0.625 diameters) from the edges; the
+    truth leaves that ring out, as annotators leave out particles whose box crosses an edge."""
+    coords_y, coords_x = np.arange(20, 261, 48), np.arange(20, 309, 48)
+    shape = (281, 329)  # the last row and column are 20 px from the far edges too
+    centres = np.array([(x, y) for y in coords_y for x in coords_x], float)
+    prob = disc_map(shape, centres, DIAMETER) * 0.9 + 0.05
+    edge = np.minimum(np.minimum(centres[:, 0], shape[1] - 1 - centres[:, 0]),
+                      np.minimum(centres[:, 1], shape[0] - 1 - centres[:, 1]))
+    inner = centres[edge > 40]
+    truth = pd.DataFrame({M: "rim.mrc", X: inner[:, 0], Y: inner[:, 1]})
+    return {"rim": prob}, truth, len(centres)
+
+
+def test_tune_picker_learns_the_edge_margin_of_the_annotations(tmp_path):
+    maps, truth, n_discs = lattice_with_unannotated_rim()
+    assert len(truth) == 5 * 4 and n_discs == 7 * 6
+    grids = {"grid-nms": {"iou_threshold": [0.3]}}
+    plain, _ = tune_picker(maps, truth, DIAMETER, finders=["grid-nms"], grids=grids, progress=False,
+                           border_fractions=())
+    assert plain.validation["precision"] == pytest.approx(20 / 42, abs=0.03)  # the rim picks are false
+    config, table = tune_picker(maps, truth, DIAMETER, finders=["grid-nms"], grids=grids, progress=False)
+    # the rim is at 20 px = 0.625 diameters, the first annotated ring at 68 px = 2.1 diameters:
+    # the smallest margin that drops the rim is 0.7 of the grid 0, 0.1, ..., 1.5
+    assert config.border_fraction == pytest.approx(0.7)
+    assert config.validation["precision"] == 1.0 and config.validation["recall"] == 1.0
+    assert table.iloc[0]["border_fraction"] == pytest.approx(0.7)
+    picks = pick_maps(maps, DIAMETER, config.finder, config.params, config.border_fraction)
+    assert len(picks) == 20
+    # picking on files applies the picker's margin, and `crisp pick --border-fraction` overrides it
+    write_mrc(tmp_path / "maps" / "rim.mrc", maps["rim"], pixel_size=2.0, dtype=np.float16)
+    pick_files(tmp_path / "maps", tmp_path / "picks", config, progress=False)
+    assert len(read_autopick(tmp_path / "picks" / "autopick.star")) == 20
+    save_yaml(tmp_path / "picker.yaml", config)
+    assert main(["pick", str(tmp_path / "maps"), "-o", str(tmp_path / "all"), "--picker",
+                 str(tmp_path / "picker.yaml"), "--border-fraction", "0"]) == 0
+    assert len(read_autopick(tmp_path / "all" / "autopick.star")) == 42
 
 
 def test_tune_picker_errors(maps_and_truth):

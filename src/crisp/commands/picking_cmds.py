@@ -39,8 +39,8 @@ def _tuning_summary(table) -> str:
     import json
 
     setting = table["params"].map(lambda p: " ".join(f"{k}={v}" for k, v in json.loads(p).items()))
-    metrics = ["mAP", "AP50", "AP75", "precision", "recall", "F1", "best_threshold", "best_F1", "n_picks",
-               "n_truth", "seconds"]
+    metrics = ["border_fraction", "mAP", "AP50", "AP75", "precision", "recall", "F1", "best_threshold",
+               "best_F1", "n_picks", "n_truth", "seconds"]
     shown = table[["finder"]].assign(setting=setting).join(table[metrics].round(4))
     return shown.to_string(index=False)
 
@@ -91,7 +91,8 @@ def register(app: typer.Typer) -> None:
                                     pixel_size=median_pixel_size([maps_dir / f"{n}.mrc" for n in names]))
         yaml_path, csv_path = write_tuning(config, table, output)
         typer.echo(_tuning_summary(table))
-        typer.echo(f"best: {config.finder} {config.params} mAP {config.validation['mAP']:.4f}; "
+        typer.echo(f"best: {config.finder} {config.params}, edge margin {config.border_fraction:g} "
+                   f"diameters, mAP {config.validation['mAP']:.4f}; "
                    f"F1-maximising threshold {config.threshold}")
         typer.echo(f"wrote {yaml_path} and {csv_path}")
 
@@ -109,12 +110,17 @@ def register(app: typer.Typer) -> None:
                                          "paths become rlnMicrographName; map sizes are checked."),
         box_size: float = typer.Option(None, "--box-size", help="Box size of .box files in pixels "
                                        "(default: the particle diameter)."),
+        border_fraction: float = typer.Option(None, "--border-fraction", min=0.0, help="Drop picks closer "
+                                              "than this many particle diameters to a micrograph edge "
+                                              "(default: the picker's tuned value)."),
     ) -> None:
         """Pick particles in probability maps with a tuned picker."""
         from crisp.picking.files import pick_files
         from crisp.picking.tune import load_picker
 
         config = load_picker(picker)
+        if border_fraction is not None:
+            config = config.model_copy(update={"border_fraction": border_fraction})
         result = pick_files(prob_maps, output, config, threshold=threshold, formats=formats.split(","),
                             micrographs=micrographs, box_size_px=box_size)
         typer.echo(f"{result.n_picks} picks on {len(result.per_micrograph)} micrograph(s) "

@@ -63,6 +63,23 @@ def make_picks(x: np.ndarray, y: np.ndarray, score: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({X: x[order], Y: y[order], SCORE: score[order]})
 
 
+def drop_near_border(picks: pd.DataFrame, shape: tuple[int, int], distance_px: float) -> pd.DataFrame:
+    """The picks whose centre lies at least ``distance_px`` from every edge of a map of ``shape``.
+
+    Pixel centres sit at integer coordinates ``0 .. n - 1`` (x = column, y = row), so the distance
+    of a centre ``x`` to the two vertical edges is ``min(x, shape[1] - 1 - x)``. Annotators, and
+    RELION's extraction, leave out particles whose box would cross an edge; picks there can only
+    be false positives. ``distance_px`` <= 0 keeps every pick. Row order is kept, the index reset.
+    """
+    if distance_px <= 0 or len(picks) == 0:
+        return picks.reset_index(drop=True)
+    x = picks[X].to_numpy(np.float64)
+    y = picks[Y].to_numpy(np.float64)
+    rows, cols = shape
+    edge = np.minimum(np.minimum(x, cols - 1 - x), np.minimum(y, rows - 1 - y))
+    return picks[edge >= distance_px].reset_index(drop=True)
+
+
 def check_map(prob_map: np.ndarray, diameter_px: float) -> np.ndarray:
     """Validate a probability map and the diameter; return the map as float32 clipped to [0, 1].
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from crisp.config import save_yaml
 from crisp.errors import CrispError
-from crisp.picking.base import SCORE
+from crisp.picking.base import SCORE, drop_near_border
 from crisp.picking.tune import PickerConfig
 
 NAME = "rlnMicrographName"
@@ -134,8 +134,9 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
     out_dir
         ``PICKS_DIR``.
     picker
-        The finder, its parameters and the particle diameter (from ``crisp tune-picker``); the
-        diameter is rescaled to each map's pixel size (:func:`map_diameter_px`).
+        The finder, its parameters, the particle diameter and the edge margin (from ``crisp
+        tune-picker``); the diameter is rescaled to each map's pixel size (:func:`map_diameter_px`)
+        and picks closer than ``picker.border_fraction`` diameters to an edge are dropped.
     threshold
         Drop candidates with a score below it (default: keep every candidate).
     formats
@@ -185,7 +186,8 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
             prob = read_map(path)
             if micrographs is not None:
                 _check_shape(prob.shape, names[stem], path)
-            picks = finder.function(prob, diameter, spec_params)
+            picks = drop_near_border(finder.function(prob, diameter, spec_params), prob.shape,
+                                     picker.border_fraction * diameter)
             if threshold is not None:
                 picks = picks[picks[SCORE] >= threshold].reset_index(drop=True)
             picks.insert(0, NAME, names[stem])

@@ -5,6 +5,10 @@ strength; :attr:`crisp.picking.base.Finder.grid`) is tried on the validation pro
 each setting is scored by the box-IoU mAP of its picks against the true centres
 (:func:`crisp.metrics.picking.box_map`). The best setting becomes a :class:`PickerConfig`
 (``picker.yaml``) with the score threshold that maximises F1 (IoU 0.5) on the same maps.
+Last, the best setting's picks are filtered by distance to the micrograph edge
+(:data:`BORDER_FRACTIONS` of the diameter, :func:`crisp.picking.base.drop_near_border`) and the
+exclusion with the highest mAP is kept (ties: the smallest), so a picker learns the edge margin
+that the reference annotations keep (EMPIAR-10017's CryoPPP centres: none within 1.2 diameters).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +29,12 @@ from crisp.atomic import atomic_path
 from crisp.config import StageConfig, load_config, save_yaml
 from crisp.errors import CrispError
 from crisp.metrics.picking import box_map
+from crisp.picking.base import drop_near_border
 from crisp.picking.registry import available_finders, get_finder, make_params
 
 NAME = "rlnMicrographName"
+BORDER_FRACTIONS = tuple(round(0.1 * k, 1) for k in range(16))
+"""Edge exclusions tried by :func:`tune_picker`, as fractions of the particle diameter (0 to 1.5)."""
 
 
 class PickerConfig(StageConfig):
@@ -46,6 +53,9 @@ class PickerConfig(StageConfig):
         ``diameter_px`` to maps of another pixel size.
     threshold
         Score threshold that maximised F1 (box IoU 0.5) on the validation maps; None = keep all.
+    border_fraction
+        Picks closer than ``border_fraction * diameter_px`` to an edge of the map are dropped
+        (:func:`crisp.picking.base.drop_near_border`); 0 keeps all.
     validation
         Metrics of this setting on the validation maps (mAP, AP50, F1, ...).
     """
@@ -55,6 +65,7 @@ class PickerConfig(StageConfig):
     diameter_px: float = Field(gt=0)
     pixel_size: float | None = Field(None, gt=0)
     threshold: float | None = None
+    border_fraction: float = Field(0.0, ge=0, le=10)
     validation: dict[str, float] = Field(default_factory=dict)
 
     def finder_params(self):
@@ -73,13 +84,17 @@ def load_picker(path: str | os.PathLike[str]) -> PickerConfig:
 
 
 def pick_maps(prob_maps: Mapping[str, np.ndarray], diameter_px: float, finder: str,
-              params: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Run one finder on several maps; the picks carry ``rlnMicrographName`` = the map's key."""
+              params: Mapping[str, Any] | None = None, border_fraction: float = 0.0) -> pd.DataFrame:
+    """Run one finder on several maps; the picks carry ``rlnMicrographName`` = the map's key.
+
+    Picks closer than ``border_fraction * diameter_px`` to an edge of their map are dropped.
+    """
     spec = get_finder(finder)
     model = make_params(finder, dict(params or {}))
     frames = []
     for name, prob in prob_maps.items():
-        picks = spec.function(prob, float(diameter_px), model)
+        picks = drop_near_border(spec.function(prob, float(diameter_px), model), np.shape(prob),
+                                 border_fraction * float(diameter_px))
         picks.insert(0, NAME, name)
         frames.append(picks)
     if not frames:
@@ -101,8 +116,9 @@ def _grid_settings(finder: str, grid: Mapping[str, list[Any]] | None) -> list[di
 
 def tune_picker(prob_maps: Mapping[str, np.ndarray], truth: pd.DataFrame, diameter_px: float,
                 finders: list[str] | None = None, grids: Mapping[str, Mapping[str, list[Any]]] | None = None,
-                progress: bool = True, pixel_size: float | None = None) -> tuple[PickerConfig, pd.DataFrame]:
-    """Choose the finder and parameters that maximise box mAP on validation maps.
+                progress: bool = True, pixel_size: float | None = None,
+                border_fractions: Sequence[float] = BORDER_FRACTIONS) -> tuple[PickerConfig, pd.DataFrame]:
+    """Choose the finder and parameters that maximise box mAP on validation maps, then the edge margin.
 
     Parameters
     ----------
@@ -122,14 +138,19 @@ def tune_picker(prob_maps: Mapping[str, np.ndarray], truth: pd.DataFrame, diamet
         Show a progress bar.
     pixel_size
         Å per pixel of the maps (recorded in the picker; None: unknown).
+    border_fractions
+        Edge exclusions (fractions of the diameter) tried on the best setting's picks; ``(0,)``
+        or empty: none.
 
     Returns
     -------
     (PickerConfig, DataFrame)
-        The best setting (highest mAP; ties go to the first tried) and the table of every setting
-        tried: ``finder``, ``params`` (JSON), one column per grid parameter, ``mAP``, ``AP50``,
-        ``AP75``, ``precision``, ``recall``, ``F1`` (IoU 0.5, all picks), ``best_threshold``,
-        ``best_F1``, ``n_picks``, ``n_truth``, ``seconds``; sorted by decreasing mAP.
+        The best setting (highest mAP; ties go to the first tried: grid settings without edge
+        exclusion first, then the exclusions in increasing order) and the table of every setting
+        tried: ``finder``, ``params`` (JSON), one column per grid parameter, ``border_fraction``,
+        ``mAP``, ``AP50``, ``AP75``, ``precision``, ``recall``, ``F1`` (IoU 0.5, all picks),
+        ``best_threshold``, ``best_F1``, ``n_picks``, ``n_truth``, ``seconds``; sorted by decreasing
+        mAP.
     """
     from tqdm import tqdm
 
@@ -150,6 +171,8 @@ def tune_picker(prob_maps: Mapping[str, np.ndarray], truth: pd.DataFrame, diamet
     if len(truth) == 0:
         raise CrispError("no true centres on the given probability maps (check the micrograph names)")
     jobs = [(f, s) for f in finders for s in _grid_settings(f, grids.get(f))]
+    metric_keys = ("mAP", "AP50", "AP75", "precision", "recall", "F1", "best_threshold", "best_F1",
+                   "n_picks", "n_truth")
     rows = []
     for finder, setting in tqdm(jobs, desc="tune picker", unit="setting", disable=not progress):
         start = time.perf_counter()
@@ -157,9 +180,20 @@ def tune_picker(prob_maps: Mapping[str, np.ndarray], truth: pd.DataFrame, diamet
         seconds = time.perf_counter() - start
         metrics = box_map(picks, truth, diameter_px)
         rows.append({"finder": finder, "params": json.dumps(setting, sort_keys=True), **setting,
-                     **{k: metrics[k] for k in ("mAP", "AP50", "AP75", "precision", "recall", "F1",
-                                                "best_threshold", "best_F1", "n_picks", "n_truth")},
+                     "border_fraction": 0.0, **{k: metrics[k] for k in metric_keys},
                      "seconds": round(seconds, 4)})
+    best = rows[int(np.argmax([row["mAP"] for row in rows]))]
+    margins = sorted({float(f) for f in border_fractions if f > 0})
+    if margins:
+        setting = json.loads(best["params"])
+        picks = pick_maps(prob_maps, diameter_px, best["finder"], setting)
+        shapes = {name: np.shape(prob) for name, prob in prob_maps.items()}
+        for fraction in margins:
+            kept = pd.concat([drop_near_border(group, shapes[name], fraction * diameter_px)
+                              for name, group in picks.groupby(NAME, sort=False)], ignore_index=True)
+            metrics = box_map(kept, truth, diameter_px)
+            rows.append({**{k: best[k] for k in best if k not in metric_keys}, "border_fraction": fraction,
+                         **{k: metrics[k] for k in metric_keys}})
     table = pd.DataFrame(rows)
     best = table.iloc[int(np.argmax(table["mAP"].to_numpy()))]
     table = table.sort_values("mAP", ascending=False, kind="stable").reset_index(drop=True)
@@ -170,6 +204,7 @@ def tune_picker(prob_maps: Mapping[str, np.ndarray], truth: pd.DataFrame, diamet
         diameter_px=float(diameter_px),
         pixel_size=pixel_size,
         threshold=threshold if np.isfinite(threshold) else None,
+        border_fraction=float(best["border_fraction"]),
         validation={k: float(best[k]) for k in ("mAP", "AP50", "AP75", "F1", "best_F1", "precision",
                                                 "recall")} | {"n_micrographs": float(len(prob_maps))},
     )
