@@ -111,6 +111,20 @@ def test_segment_files(tmp_path):
                  "--no-progress"]) == 0
     assert paths[0].stat().st_mtime_ns != stamp
     assert main(["segment", str(tmp_path / "nope"), str(mics), "-o", str(out), "--overwrite"]) == 2
+    # an ensemble: the mean of the runs' maps (a run with itself gives its own map)
+    other = train(tiny_config(epochs=1, seed=7), ds, tmp_path / "run7", progress=False)
+    single7 = read_micrograph(segment_files(other, [mics / "mic00.mrc"], tmp_path / "seg7",
+                                            progress=False)[0]).data.astype(np.float32)
+    single = read_micrograph(paths[0]).data.astype(np.float32)
+    assert np.abs(single7 - single).mean() > 1e-3  # two different networks
+    assert main(["segment", str(run), str(mics / "mic00.mrc"), "-o", str(tmp_path / "ens"), "--ensemble",
+                 str(other), "--no-progress"]) == 0
+    both = read_micrograph(tmp_path / "ens" / "mic00.mrc").data.astype(np.float32)
+    np.testing.assert_allclose(both, (single + single7) / 2, atol=1e-3)  # float16 maps: ~5e-4 steps
+    self_pair = segment_files([run, run], [mics / "mic00.mrc"], tmp_path / "self", progress=False)[0]
+    np.testing.assert_array_equal(read_micrograph(self_pair).data, read_micrograph(paths[0]).data)
+    assert main(["segment", str(run), str(mics / "mic00.mrc"), "-o", str(tmp_path / "bad"), "--ensemble",
+                 str(tmp_path / "nope")]) == 2
 
 
 class _AsymmetricNet(torch.nn.Module):

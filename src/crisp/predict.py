@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -225,11 +225,16 @@ def collect_micrographs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return list(stems.values())
 
 
-def segment_files(run_dir: str | os.PathLike[str], micrograph_paths: Iterable[str | os.PathLike[str]],
+def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                  micrograph_paths: Iterable[str | os.PathLike[str]],
                   out_dir: str | os.PathLike[str], *, overwrite: bool = False, batch_size: int = 8,
                   pixel_size: float | None = None, overlap: int | None = None,
                   tta: bool | None = None, progress: bool = True) -> list[Path]:
     """Write a foreground-probability map ``out_dir/NAME.mrc`` (float16) for every micrograph.
+
+    ``run_dir`` is one training run or several (an ensemble): with several, the map is the mean
+    of the runs' maps, each made as below at the original size (runs may differ in binning,
+    network and pixel size).
 
     Each micrograph is resampled to the network's input pixel size (:func:`input_binning`: the
     run's binning, adjusted when the micrograph's pixel size differs from the training
@@ -258,20 +263,28 @@ def segment_files(run_dir: str | os.PathLike[str], micrograph_paths: Iterable[st
     outputs = [out_dir / f"{p.stem}.mrc" for p in paths]
     if not todo:
         return outputs
-    config, network = load_run(run_dir)
+    run_dirs = [run_dir] if isinstance(run_dir, (str, os.PathLike)) else list(run_dir)
+    if not run_dirs:
+        raise CrispError("no training run to segment with")
     device = _device()
-    network.to(device)
-    model_fn = foreground_fn(network, device, tta=config.tta if tta is None else tta)
-    overlap = config.val_overlap_px if overlap is None else overlap
+    models = []
+    for one in run_dirs:
+        config, network = load_run(one)
+        network.to(device)
+        model_fn = foreground_fn(network, device, tta=config.tta if tta is None else tta)
+        models.append((config, model_fn, config.val_overlap_px if overlap is None else overlap))
     with torch.no_grad():
         for path in tqdm(todo, desc="segmenting", unit="micrograph", disable=not progress):
             mic = read_micrograph(path, pixel_size=pixel_size)
-            if mic.pixel_size is None and config.pixel_size is not None:
-                warnings.warn(f"{path}: no pixel size (give --pixel-size); binned by the run's factor "
-                              f"{config.bin}, which assumes {config.pixel_size:g} Å/px as in training",
-                              stacklevel=2)
-            image = prepare_image(mic.data, input_binning(config, mic.pixel_size), config.normalize)
-            prob = predict_probabilities(model_fn, image, config.patch_px, overlap, batch_size)[1]
-            prob = np.clip(upsample_to(prob, mic.shape), 0.0, 1.0)
-            write_mrc(out_dir / f"{path.stem}.mrc", prob, pixel_size=mic.pixel_size, dtype=np.float16)
+            total = np.zeros(mic.shape, np.float32)
+            for config, model_fn, model_overlap in models:
+                if mic.pixel_size is None and config.pixel_size is not None:
+                    warnings.warn(f"{path}: no pixel size (give --pixel-size); binned by the run's factor "
+                                  f"{config.bin}, which assumes {config.pixel_size:g} Å/px as in training",
+                                  stacklevel=2)
+                image = prepare_image(mic.data, input_binning(config, mic.pixel_size), config.normalize)
+                prob = predict_probabilities(model_fn, image, config.patch_px, model_overlap, batch_size)[1]
+                total += np.clip(upsample_to(prob, mic.shape), 0.0, 1.0)
+            write_mrc(out_dir / f"{path.stem}.mrc", total / len(models),
+                      pixel_size=mic.pixel_size, dtype=np.float16)
     return outputs

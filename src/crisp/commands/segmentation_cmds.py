@@ -109,12 +109,15 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(8, "--batch-size", help="Patches per network call."),
         tta: bool = typer.Option(None, "--tta/--no-tta", help="Average the 8 flips and rotations of "
                                  "every patch (8x the time; default: the run's tta setting)."),
+        ensemble: list[Path] = typer.Option(None, "--ensemble", help="Another training run whose map is "
+                                            "averaged with RUN_DIR's (repeatable: an ensemble of runs)."),
         no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
     ) -> None:
         """Write a float16 foreground-probability map (MRC) per micrograph, at the original size."""
         from crisp.predict import segment_files
 
-        written = segment_files(run_dir, micrographs, output, overwrite=overwrite, batch_size=batch_size,
+        runs = [run_dir, *(ensemble or [])]
+        written = segment_files(runs, micrographs, output, overwrite=overwrite, batch_size=batch_size,
                                 pixel_size=pixel_size, tta=tta, progress=not no_progress)
         typer.echo(f"{len(written)} probability maps in {output}")
 
