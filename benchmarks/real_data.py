@@ -12,7 +12,8 @@ renderings, CryoPPP centres, particle diameter ~108 px, provided disc masks). St
    validation (``crisp.picking.tune.tune_picker``, truth = the provided centres), then on test:
    pixel IoU / F1 of the probability maps (>= 0.5) against the provided masks, and picking
    precision, recall, F1 (at the tuned threshold) and AP by radius matching at half the diameter
-   (``crisp.metrics.picking.radius_match_metrics``).
+   (``crisp.metrics.picking.radius_match_metrics``). The tuned picker includes the edge margin
+   (``border_fraction``) that fits the validation annotations.
 
 Prints one table (Markdown) and writes ``WORK/results.json``. Not run in CI.
 
@@ -73,9 +74,6 @@ def make_label_set(data: Path, work: Path, method: str, masks: dict[str, np.ndar
 def train_and_evaluate(data: Path, work: Path, method: str, dataset: Path, split, masks, centres,
                        seed: int, epochs: int | None, threads: int | None = None) -> dict:
     from crisp.io.micrographs import read_micrograph
-    from crisp.metrics.picking import radius_match_metrics
-    from crisp.metrics.pixel import pixel_metrics
-    from crisp.picking.tune import pick_maps, tune_picker, write_tuning
     from crisp.predict import segment_files
     from crisp.train import make_config, train
 
@@ -90,16 +88,31 @@ def train_and_evaluate(data: Path, work: Path, method: str, dataset: Path, split
     maps = segment_files(run_dir, [dataset / "micrographs" / f"{n}.mrc" for n in names],
                          work / f"seg-{method}", progress=False)
     prob = {p.stem: read_micrograph(p).data.astype(np.float32) for p in maps}
+    return {"train_seconds": round(train_seconds, 1),
+            **tune_and_score(prob, split, masks, centres, run_dir / "picker.yaml")}
+
+
+def tune_and_score(prob: dict[str, np.ndarray], split, masks: dict[str, np.ndarray], centres: pd.DataFrame,
+                   picker_path: Path) -> dict:
+    """Tune the picker on the validation maps (written to ``picker_path``), score the test maps.
+
+    Pixel IoU / F1 of the test maps (>= 0.5) against the provided masks; picking precision, recall,
+    F1 at the tuned threshold and AP by radius matching at half the diameter against the centres.
+    """
+    from crisp.metrics.picking import radius_match_metrics
+    from crisp.metrics.pixel import pixel_metrics
+    from crisp.picking.tune import pick_maps, tune_picker, write_tuning
+
     val = {n: prob[n] for n in split.val}
     test = {n: prob[n] for n in split.test}
     picker, table = tune_picker(val, centres, DIAMETER_PX, progress=False)
-    write_tuning(picker, table, run_dir / "picker.yaml")
+    write_tuning(picker, table, picker_path)
     _, pixel = pixel_metrics(test, {n: masks[n] for n in test})
     picks = pick_maps(test, DIAMETER_PX, picker.finder, picker.params, picker.border_fraction)
     test_truth = centres[centres["rlnMicrographName"].isin(split.test)]
     picking = radius_match_metrics(picks, test_truth, DIAMETER_PX / 2, threshold=picker.threshold)
-    return {"train_seconds": round(train_seconds, 1), "test_pixel_iou": pixel["iou"],
-            "test_pixel_f1": pixel["f1"], "finder": picker.finder, "pick_threshold": picker.threshold,
+    return {"test_pixel_iou": pixel["iou"], "test_pixel_f1": pixel["f1"], "finder": picker.finder,
+            "border_fraction": picker.border_fraction, "pick_threshold": picker.threshold,
             "pick_precision": picking["precision"], "pick_recall": picking["recall"],
             "pick_F1": picking["F1"], "pick_AP": picking["AP"], "n_picks": picking["n_picks"],
             "n_truth": picking["n_truth"]}
