@@ -14,7 +14,7 @@ Subcommands::
     python benchmarks/suite.py s1    [--work DIR] [--quick] [--epochs N] [--crf-epochs 50] [--threads N]
     python benchmarks/suite.py speed [--work DIR] [--quick] [--run RUN] [--micrograph MRC] [--cases ...]
     python benchmarks/suite.py real  [--work DIR] [--quick] [--data DIR] [--methods disk,threshold]
-                                     [--epochs N]
+                                     [--epochs N] [--disk-fraction F] [--ensemble K] [--threads N]
 
 ``s1``: benchmark S1 end to end: simulation + training + pixel metrics (``s1_segmentation.py``), the
 S1 network evaluated as a run (``suite.py evaluate-run``: picker tuned on validation, pixel and
@@ -32,7 +32,11 @@ random weights saved as a run: memory and time do not depend on the weights). Ab
 
 ``real``: ``real_data.py`` (labels by disk and threshold, training, pixel and picking metrics on
 EMPIAR-10017), ``picking_s1.py`` on the disk-label run (each finder tuned and scored) and
-``picking_real_masks.py`` (the finders on the expert masks). Needs ``../shared/data/empiar10017-dev``.
+``picking_real_masks.py`` (the finders on the expert masks). With ``--ensemble K`` (K >= 2), K - 1
+more disk-label runs with training seeds 1 .. K-1 (``real_data.py --train-seed``, same split) and
+``real_ensemble.py`` on all K (each alone and their mean map). Needs ``../shared/data/empiar10017-dev``.
+The recipe that reaches the F1 target: ``real --methods disk --epochs 100 --disk-fraction 0.5
+--ensemble 3``.
 
 ``--quick`` shrinks everything (1024 px micrographs, 1 epoch, 1 repeat, small patches) so that each
 subcommand finishes in minutes; it checks that the suite runs, its figures mean nothing, and its
@@ -492,6 +496,32 @@ def run_speed(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------- real
+def _real_ensemble(suite: Suite, args, real: Path, first_argv: list[str]) -> None:
+    """K - 1 more disk-label runs (training seeds 1 .. K-1) and ``real_ensemble.py`` on all K."""
+    works = [real]
+    for seed in range(1, args.ensemble):
+        work = suite.folder(f"real-seed{seed}")
+        argv = [*first_argv[:first_argv.index("--work")], "--work", str(work),
+                *first_argv[first_argv.index("--work") + 2:]]
+        argv[argv.index("--methods") + 1] = "disk"
+        ok, _, _ = suite.run(f"real-seed{seed}", [*argv, "--train-seed", str(seed)])
+        if not ok:
+            return
+        works.append(work)
+    argv = [sys.executable, str(BENCH / "real_ensemble.py"), "--data", str(args.data),
+            "--work", *map(str, works), "--out", str(suite.folder("real-ensemble"))]
+    ok, _, command = suite.run("real-ensemble", argv)
+    if not ok:
+        return
+    for row in json.loads((suite.folder("real-ensemble") / "results.json").read_text())["rows"]:
+        name = Path(row["maps"]).name if row["maps"].startswith("/") else row["maps"]
+        suite.add("real-ensemble", f"{name}: picking P / R / AP (edge margin {row['border_fraction']:g} d)",
+                  f"{row['pick_precision']:.3f} / {row['pick_recall']:.3f} / {row['pick_AP']:.3f}",
+                  command=command)
+        suite.check("real-ensemble", f"{name}: picking F1", row["pick_F1"], ">=", 0.90, command=command,
+                    shown=f"{row['pick_F1']:.3f}")
+
+
 def run_real(args) -> int:
     if not (args.data / "images").is_dir():
         print(f"real data not found at {args.data} (EMPIAR-10017 development set); nothing to do")
@@ -505,6 +535,11 @@ def run_real(args) -> int:
     epochs = 1 if args.quick and args.epochs is None else args.epochs
     if epochs:
         argv += ["--epochs", str(epochs)]
+    if args.disk_fraction is not None:
+        argv += ["--disk-fraction", str(args.disk_fraction)]
+    if args.threads is not None:
+        argv += ["--threads", str(args.threads)]
+    real_argv = argv
     ok, _, command = suite.run("real-data", argv)
     if ok:
         for row in json.loads((real / "results.json").read_text())["rows"]:
@@ -533,6 +568,8 @@ def run_real(args) -> int:
                           f"{row['test mAP']:.3f} / {row['F1@IoU.5']:.3f} / {row['F1 radius']:.3f} / "
                           f"{row['s / map']:.2f}", "radius F1 ≥ 0.93 (paper)", row["F1 radius"] >= 0.93,
                           command, data=row)
+    if args.ensemble > 1 and "disk" in methods.split(",") and (real / "run-disk" / "summary.json").is_file():
+        _real_ensemble(suite, args, real, real_argv)
     argv = [py, str(BENCH / "picking_real_masks.py"), "--data", str(args.data)]
     ok, out, command = suite.run("expert-masks", argv)
     if ok:
@@ -584,6 +621,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=REAL_DATA)
     p.add_argument("--methods", default=None, help="label methods (default disk,threshold; quick: disk)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the cpu preset's)")
+    p.add_argument("--disk-fraction", type=float, default=None,
+                   help="disk labels: disc radius / particle radius (real_data.py's default 1)")
+    p.add_argument("--ensemble", type=int, default=1,
+                   help="K >= 2: K - 1 more disk runs with other training seeds, and their ensemble")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for training")
     p = sub.add_parser("evaluate-run", help="tune the picker on val, evaluate a run on test (a part of s1)")
     p.add_argument("run", type=Path)
     p.add_argument("dataset", type=Path)
