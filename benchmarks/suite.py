@@ -35,8 +35,8 @@ EMPIAR-10017), ``picking_s1.py`` on the disk-label run (each finder tuned and sc
 ``picking_real_masks.py`` (the finders on the expert masks). With ``--ensemble K`` (K >= 2), K - 1
 more disk-label runs with training seeds 1 .. K-1 (``real_data.py --train-seed``, same split) and
 ``real_ensemble.py`` on all K (each alone and their mean map). Needs ``../shared/data/empiar10017-dev``.
-The recipe that reaches the F1 target: ``real --methods disk --epochs 100 --disk-fraction 0.5
---ensemble 3``.
+The best recipes so far (``benchmarks/README.md``): ``real --methods threshold --epochs 100`` and
+``real --methods disk --epochs 100 --disk-fraction 0.5 [--ensemble 3]``.
 
 ``--quick`` shrinks everything (1024 px micrographs, 1 epoch, 1 repeat, small patches) so that each
 subcommand finishes in minutes; it checks that the suite runs, its figures mean nothing, and its
