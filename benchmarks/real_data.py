@@ -89,15 +89,18 @@ def train_and_evaluate(data: Path, work: Path, method: str, dataset: Path, split
                          work / f"seg-{method}", progress=False)
     prob = {p.stem: read_micrograph(p).data.astype(np.float32) for p in maps}
     return {"train_seconds": round(train_seconds, 1),
-            **tune_and_score(prob, split, masks, centres, run_dir / "picker.yaml")}
+            **tune_and_score(prob, split, masks, centres, run_dir / "picker.yaml",
+                             overlay=(data, work / f"picks-{method}.png"))}
 
 
 def tune_and_score(prob: dict[str, np.ndarray], split, masks: dict[str, np.ndarray], centres: pd.DataFrame,
-                   picker_path: Path) -> dict:
+                   picker_path: Path, overlay: tuple[Path, Path] | None = None) -> dict:
     """Tune the picker on the validation maps (written to ``picker_path``), score the test maps.
 
     Pixel IoU / F1 of the test maps (>= 0.5) against the provided masks; picking precision, recall,
     F1 at the tuned threshold and AP by radius matching at half the diameter against the centres.
+    ``overlay = (data folder, PNG)``: draw the first test micrograph with its true positives, false
+    positives and misses (``crisp.report.plot_picks``).
     """
     from crisp.metrics.picking import radius_match_metrics
     from crisp.metrics.pixel import pixel_metrics
@@ -111,11 +114,30 @@ def tune_and_score(prob: dict[str, np.ndarray], split, masks: dict[str, np.ndarr
     picks = pick_maps(test, DIAMETER_PX, picker.finder, picker.params, picker.border_fraction)
     test_truth = centres[centres["rlnMicrographName"].isin(split.test)]
     picking = radius_match_metrics(picks, test_truth, DIAMETER_PX / 2, threshold=picker.threshold)
+    if overlay is not None:
+        draw_picks(overlay[0], split.test[0], picks, test_truth, picker.threshold, overlay[1])
     return {"test_pixel_iou": pixel["iou"], "test_pixel_f1": pixel["f1"], "finder": picker.finder,
             "border_fraction": picker.border_fraction, "pick_threshold": picker.threshold,
             "pick_precision": picking["precision"], "pick_recall": picking["recall"],
             "pick_F1": picking["F1"], "pick_AP": picking["AP"], "n_picks": picking["n_picks"],
             "n_truth": picking["n_truth"]}
+
+
+def draw_picks(data: Path, name: str, picks: pd.DataFrame, truth: pd.DataFrame, threshold: float | None,
+               path: Path) -> None:
+    """Micrograph ``name`` with its picks (score >= threshold) coloured by radius matching."""
+    from crisp.io.micrographs import read_micrograph
+    from crisp.report import plot_picks
+    from crisp.workflow.evaluate_run import match_picks
+
+    mine = picks[picks["rlnMicrographName"] == name]
+    if threshold is not None:
+        mine = mine[mine["rlnAutopickFigureOfMerit"] >= threshold]
+    marked, truth_marked = match_picks(mine, truth[truth["rlnMicrographName"] == name], DIAMETER_PX / 2)
+    tp = int(marked["is_true_positive"].sum())
+    plot_picks(read_micrograph(data / "images" / f"{name}.jpg").data, marked, path, DIAMETER_PX,
+               truth=truth_marked, title=f"{name}: {tp} true positives, {len(marked) - tp} false positives, "
+               f"{len(truth_marked) - tp} missed")
 
 
 def main(argv: list[str] | None = None) -> int:
