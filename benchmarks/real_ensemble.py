@@ -23,17 +23,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data import DEFAULT_DATA, _has_tabulate, provided_centres, provided_masks, tune_and_score  # noqa: E402
-
-
-def read_maps(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
-    from crisp.io.micrographs import read_micrograph
-
-    return {n: read_micrograph(folder / f"{n}.mrc").data.astype(np.float32) for n in names}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from crisp.dataset import read_split
     from crisp.predict import segment_files
+    from crisp.workflow.evaluate_run import read_maps
 
     dataset = args.work[0] / f"labels-{args.method}"
     split = read_split(dataset / "split.yaml")

@@ -174,6 +174,7 @@ def tune_picker(prob_maps: Mapping[str, np.ndarray], truth: pd.DataFrame, diamet
     metric_keys = ("mAP", "AP50", "AP75", "precision", "recall", "F1", "best_threshold", "best_F1",
                    "n_picks", "n_truth")
     rows = []
+    best, best_picks = None, None
     for finder, setting in tqdm(jobs, desc="tune picker", unit="setting", disable=not progress):
         start = time.perf_counter()
         picks = pick_maps(prob_maps, diameter_px, finder, setting)
@@ -182,15 +183,14 @@ def tune_picker(prob_maps: Mapping[str, np.ndarray], truth: pd.DataFrame, diamet
         rows.append({"finder": finder, "params": json.dumps(setting, sort_keys=True), **setting,
                      "border_fraction": 0.0, **{k: metrics[k] for k in metric_keys},
                      "seconds": round(seconds, 4)})
-    best = rows[int(np.argmax([row["mAP"] for row in rows]))]
+        if best is None or metrics["mAP"] > best["mAP"]:  # ties: the first tried, as np.argmax below
+            best, best_picks = rows[-1], picks
     margins = sorted({float(f) for f in border_fractions if f > 0})
     if margins:
-        setting = json.loads(best["params"])
-        picks = pick_maps(prob_maps, diameter_px, best["finder"], setting)
         shapes = {name: np.shape(prob) for name, prob in prob_maps.items()}
         for fraction in margins:
             kept = pd.concat([drop_near_border(group, shapes[name], fraction * diameter_px)
-                              for name, group in picks.groupby(NAME, sort=False)], ignore_index=True)
+                              for name, group in best_picks.groupby(NAME, sort=False)], ignore_index=True)
             metrics = box_map(kept, truth, diameter_px)
             rows.append({**{k: best[k] for k in best if k not in metric_keys}, "border_fraction": fraction,
                          **{k: metrics[k] for k in metric_keys}})
