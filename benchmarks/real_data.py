@@ -73,9 +73,9 @@ def make_label_set(data: Path, work: Path, method: str, masks: dict[str, np.ndar
 
 def train_and_evaluate(data: Path, work: Path, method: str, dataset: Path, split, masks, centres,
                        seed: int, epochs: int | None, threads: int | None = None) -> dict:
-    from crisp.io.micrographs import read_micrograph
     from crisp.predict import segment_files
     from crisp.train import make_config, train
+    from crisp.workflow.evaluate_run import read_maps
 
     config = make_config("cpu", seed=seed, epochs=epochs, threads=threads)
     run_dir = work / f"run-{method}"
@@ -85,9 +85,9 @@ def train_and_evaluate(data: Path, work: Path, method: str, dataset: Path, split
         train(config, dataset, run_dir, split=dataset / "split.yaml", resume=resume, progress=False)
     train_seconds = time.perf_counter() - start
     names = split.val + split.test
-    maps = segment_files(run_dir, [dataset / "micrographs" / f"{n}.mrc" for n in names],
-                         work / f"seg-{method}", progress=False)
-    prob = {p.stem: read_micrograph(p).data.astype(np.float32) for p in maps}
+    segment_files(run_dir, [dataset / "micrographs" / f"{n}.mrc" for n in names], work / f"seg-{method}",
+                  progress=False)
+    prob = read_maps(work / f"seg-{method}", names)
     return {"train_seconds": round(train_seconds, 1),
             **tune_and_score(prob, split, masks, centres, run_dir / "picker.yaml",
                              overlay=(data, work / f"picks-{method}.png"))}

@@ -496,15 +496,31 @@ def run_speed(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------- real
-def _real_ensemble(suite: Suite, args, real: Path, first_argv: list[str]) -> None:
+def _real_epochs(args) -> int | None:
+    """Training epochs of the ``real`` suite (None: the preset's; 1 with ``--quick``)."""
+    return 1 if args.quick and args.epochs is None else args.epochs
+
+
+def _real_data_argv(args, work: Path, methods: str) -> list[str]:
+    """The ``real_data.py`` command of the ``real`` suite for one work folder."""
+    argv = [sys.executable, str(BENCH / "real_data.py"), "--data", str(args.data), "--work", str(work),
+            "--methods", methods]
+    if _real_epochs(args):
+        argv += ["--epochs", str(_real_epochs(args))]
+    if args.disk_fraction is not None:
+        argv += ["--disk-fraction", str(args.disk_fraction)]
+    if args.threads is not None:
+        argv += ["--threads", str(args.threads)]
+    return argv
+
+
+def _real_ensemble(suite: Suite, args, real: Path) -> None:
     """K - 1 more disk-label runs (training seeds 1 .. K-1) and ``real_ensemble.py`` on all K."""
     works = [real]
     for seed in range(1, args.ensemble):
         work = suite.folder(f"real-seed{seed}")
-        argv = [*first_argv[:first_argv.index("--work")], "--work", str(work),
-                *first_argv[first_argv.index("--work") + 2:]]
-        argv[argv.index("--methods") + 1] = "disk"
-        ok, _, _ = suite.run(f"real-seed{seed}", [*argv, "--train-seed", str(seed)])
+        argv = [*_real_data_argv(args, work, "disk"), "--train-seed", str(seed)]
+        ok, _, _ = suite.run(f"real-seed{seed}", argv)
         if not ok:
             return
         works.append(work)
@@ -530,17 +546,7 @@ def run_real(args) -> int:
     py = sys.executable
     real = suite.folder("real")
     methods = "disk" if args.quick and args.methods is None else (args.methods or "disk,threshold")
-    argv = [py, str(BENCH / "real_data.py"), "--data", str(args.data), "--work", str(real),
-            "--methods", methods]
-    epochs = 1 if args.quick and args.epochs is None else args.epochs
-    if epochs:
-        argv += ["--epochs", str(epochs)]
-    if args.disk_fraction is not None:
-        argv += ["--disk-fraction", str(args.disk_fraction)]
-    if args.threads is not None:
-        argv += ["--threads", str(args.threads)]
-    real_argv = argv
-    ok, _, command = suite.run("real-data", argv)
+    ok, _, command = suite.run("real-data", _real_data_argv(args, real, methods))
     if ok:
         for row in json.loads((real / "results.json").read_text())["rows"]:
             m = row["method"]
@@ -569,7 +575,7 @@ def run_real(args) -> int:
                           f"{row['s / map']:.2f}", "radius F1 ≥ 0.93 (paper)", row["F1 radius"] >= 0.93,
                           command, data=row)
     if args.ensemble > 1 and "disk" in methods.split(",") and (real / "run-disk" / "summary.json").is_file():
-        _real_ensemble(suite, args, real, real_argv)
+        _real_ensemble(suite, args, real)
     argv = [py, str(BENCH / "picking_real_masks.py"), "--data", str(args.data)]
     ok, out, command = suite.run("expert-masks", argv)
     if ok:
@@ -582,6 +588,7 @@ def run_real(args) -> int:
                       f"{t[0]}: test box mAP / AP50 / P / R / F1, s per map ({' '.join(t[1:-8])})",
                       f"{mAP:.3f} / {ap50:.3f} / {p:.3f} / {r:.3f} / {f1:.3f}, {per_map:.2f} s",
                       command=command)
+    epochs = _real_epochs(args)
     notes = [f"EMPIAR-10017 development set at {args.data}; split 6 / 2 / 2 (seed 0); the `cpu` training "
              "preset" + (f", {epochs} epochs" if epochs else " (12 epochs)") + "."]
     return suite.finish(notes)
