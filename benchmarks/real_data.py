@@ -72,12 +72,13 @@ def make_label_set(data: Path, work: Path, method: str, masks: dict[str, np.ndar
 
 
 def train_and_evaluate(data: Path, work: Path, method: str, dataset: Path, split, masks, centres,
-                       seed: int, epochs: int | None, threads: int | None = None) -> dict:
+                       seed: int, epochs: int | None, threads: int | None = None,
+                       options: dict | None = None) -> dict:
     from crisp.predict import segment_files
     from crisp.train import make_config, train
     from crisp.workflow.evaluate_run import read_maps
 
-    config = make_config("cpu", seed=seed, epochs=epochs, threads=threads)
+    config = make_config("cpu", seed=seed, epochs=epochs, threads=threads, **(options or {}))
     run_dir = work / f"run-{method}"
     start = time.perf_counter()
     if not (run_dir / "summary.json").is_file():  # resume an interrupted run, skip a finished one
@@ -151,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seed of the training (default: --seed); the split keeps --seed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads of the training")
     parser.add_argument("--epochs", type=int, default=None, help="override the cpu preset's epochs")
+    parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting of the cpu training preset (a TrainConfig field, the "
+                        "value read as YAML), e.g. --set arch=unetplusplus; repeatable")
     parser.add_argument("--labels-only", action="store_true", help="make and score the labels, no training")
     parser.add_argument("--disk-fraction", type=float, default=1.0,
                         help="disk labels: disc radius as a fraction of the particle radius")
@@ -159,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"real data not found at {args.data}; nothing to do")
         return 0
     from crisp.dataset import make_split, write_split
+
+    options = parse_options(args.options)
 
     names = sorted(p.stem for p in (args.data / "images").glob("*.jpg"))
     masks = provided_masks(args.data, names)
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.labels_only:
             row.update(train_and_evaluate(args.data, args.work, method, dataset, split, masks, centres,
                                           args.seed if args.train_seed is None else args.train_seed,
-                                          args.epochs, args.threads))
+                                          args.epochs, args.threads, options))
         rows.append(row)
     table = pd.DataFrame(rows)
     print(f"EMPIAR-10017 dev set: {len(names)} micrographs; split seed {args.seed}: "
@@ -183,6 +189,19 @@ def main(argv: list[str] | None = None) -> int:
     (args.work / "results.json").write_text(json.dumps({"split": split.to_dict(), "rows": rows}, indent=2,
                                                        default=float))
     return 0
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """``["arch=unetplusplus", "repeats=4"]`` -> ``{"arch": "unetplusplus", "repeats": 4}`` (YAML values)."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--set takes KEY=VALUE, got '{pair}'")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
 
 
 def _has_tabulate() -> bool:

@@ -150,6 +150,39 @@ def test_train_run_directory_and_best_checkpoint(dataset, tmp_path, monkeypatch)
         train(tiny_config(), dataset, run, progress=False)
 
 
+def test_validation_every_second_epoch(dataset, tmp_path, monkeypatch):
+    """val_every=2 over 4 epochs: validation only after epochs 1 and 3 (0-based), empty val cells in the
+    other rows, and best.ckpt from the better of the two validated epochs (stubbed: the first)."""
+    import crisp.predict
+    from crisp.train import train
+
+    real = crisp.predict.predict_probabilities
+    calls = {"n": 0}
+    n_val = 2
+
+    def first_validation_best(model_fn, image, patch, overlap=64, batch_size=8):
+        out = real(model_fn, image, patch, overlap, batch_size)
+        fg = 1.0 if calls["n"] < n_val else 0.0
+        calls["n"] += 1
+        out[1], out[0] = fg, 1.0 - fg
+        return out
+
+    monkeypatch.setattr(crisp.predict, "predict_probabilities", first_validation_best)
+    run = train(tiny_config(epochs=4, val_every=2), dataset, tmp_path / "run", progress=False)
+    assert calls["n"] == 2 * n_val
+    table = pd.read_csv(run / "metrics.csv")
+    assert list(table["epoch"]) == [0, 1, 2, 3]
+    assert table["train_loss"].notna().all()
+    for col in ("val_loss", "val_iou", "val_f1", "val_precision", "val_recall"):
+        assert list(table[col].notna()) == [False, True, False, True], col
+    assert table["val_iou"][1] > 0 and table["val_iou"][3] == 0.0
+    assert torch.load(run / "checkpoints/best.ckpt", weights_only=False)["epoch"] == 1
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_epoch"] == 1 and summary["epochs_run"] == 4
+    with pytest.raises(CrispError, match="multiple of val_every"):
+        tiny_config(epochs=5, val_every=2)
+
+
 def _state(run):
     return torch.load(Path(run) / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
 

@@ -3,10 +3,11 @@
 One epoch visits every training micrograph ``repeats`` times; each visit draws
 ``patches_per_micrograph`` random augmented patches (:mod:`crisp.patches`), and a batch holds
 ``micrographs_per_batch`` visits (the paper: 2 micrographs x 4 patches of 512 px, 50 epochs, Adam at
-1e-3 with a one-cycle schedule). After each epoch the whole validation micrographs are segmented by
-tiled inference (:mod:`crisp.predict`) on the binned grid and scored: ``val_iou`` (the checkpoint
-criterion), ``val_f1``, ``val_precision``, ``val_recall`` (pooled over the validation pixels) and
-``val_loss``.
+1e-3 with a one-cycle schedule). After each epoch (or each ``val_every``-th) the whole validation
+micrographs are segmented by tiled inference (:mod:`crisp.predict`) on the binned grid and scored:
+``val_iou`` (the checkpoint criterion), ``val_f1``, ``val_precision``, ``val_recall`` (pooled over the
+validation pixels) and ``val_loss``; epochs without validation have empty ``val_*`` cells in
+``metrics.csv``.
 
 With a CRF, the CNN and the CRF have their own learning rates (``lr_cnn``, ``lr_crf``); ``init``
 starts the CNN from another run's best checkpoint (a new CRF is added).
@@ -70,7 +71,11 @@ class TrainConfig(StageConfig):
     lr_crf: float = Field(1e-3, gt=0, description="peak learning rate of the CRF")
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["onecycle", "constant"] = "onecycle"
-    early_stopping_patience: int | None = Field(None, ge=1, description="epochs without val_iou gain")
+    early_stopping_patience: int | None = Field(None, ge=1, description="validations without val_iou "
+                                                "gain (epochs when val_every is 1)")
+    val_every: int = Field(1, ge=1, description="validate after every n-th epoch (n, 2n, ..., and so the "
+                           "last, as epochs must be a multiple of n); the best checkpoint is chosen among "
+                           "those epochs. Validation is about a third of an epoch's time on a CPU")
     val_overlap_px: int = Field(64, ge=0, description="tile overlap in validation and inference")
     augment: bool = True
     tta: bool = Field(False, description="inference (crisp segment, evaluation; not validation): average "
@@ -99,6 +104,13 @@ class TrainConfig(StageConfig):
         if self.val_overlap_px >= self.patch_px:
             raise ValueError(f"val_overlap_px ({self.val_overlap_px}) must be smaller than patch_px "
                              f"({self.patch_px})")
+        return self
+
+    @model_validator(mode="after")
+    def _last_epoch_validated(self) -> TrainConfig:
+        if self.epochs % self.val_every:
+            raise ValueError(f"epochs ({self.epochs}) must be a multiple of val_every ({self.val_every}), "
+                             "so that the last epoch is validated")
         return self
 
 
@@ -256,6 +268,9 @@ def _epoch_table_callback(run_dir: Path):
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
             row = {"epoch": trainer.current_epoch}
             row.update({c: metrics.get(c, float("nan")) for c in METRIC_COLUMNS[1:-1]})
+            if (trainer.current_epoch + 1) % trainer.check_val_every_n_epoch:
+                # not validated this epoch: Lightning still holds the last validation's values
+                row.update({c: float("nan") for c in METRIC_COLUMNS[1:-1] if c.startswith("val_")})
             row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
             self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
             table = pd.DataFrame(self.rows, columns=list(METRIC_COLUMNS))
@@ -421,6 +436,7 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
         precision=config.precision,
         deterministic=deterministic, callbacks=callbacks, logger=CSVLogger(run_dir, name="logs", version=""),
+        check_val_every_n_epoch=config.val_every,
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=1, default_root_dir=run_dir)
     start = time.perf_counter()

@@ -67,7 +67,10 @@ def register(app: typer.Typer) -> None:
         crf_iterations: int = typer.Option(None, "--crf-iterations", help="CRF solver iterations."),
         feature_source: str = typer.Option(None, "--feature-source", help="cd-crf guide: logits | decoder."),
         init: Path = typer.Option(None, "--init", help="Run directory whose best CNN starts this run."),
-        patience: int = typer.Option(None, "--patience", help="Early stopping patience (epochs)."),
+        patience: int = typer.Option(None, "--patience",
+                                     help="Early stopping patience (validations; epochs by default)."),
+        val_every: int = typer.Option(None, "--val-every", help="Validate after every n-th epoch only "
+                                      "(epochs must be a multiple; saves time on a CPU)."),
         seed: int = typer.Option(None, "--seed", help="Random seed."),
         threads: int = typer.Option(None, "--threads", help="torch CPU threads."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from last.ckpt."),
@@ -91,8 +94,8 @@ def register(app: typer.Typer) -> None:
                 encoder_weights=str(encoder_weights) if encoder_weights else None, loss=loss,
                 bin=bin_factor, normalize=normalize, patch_px=patch, val_overlap_px=overlap, epochs=epochs,
                 micrographs_per_batch=batch, repeats=repeats, lr=lr, lr_cnn=lr_cnn, lr_crf=lr_crf,
-                init=str(init) if init else None, early_stopping_patience=patience, seed=seed,
-                threads=threads,
+                init=str(init) if init else None, early_stopping_patience=patience, val_every=val_every,
+                seed=seed, threads=threads,
                 crf=dict(kind=crf, solver=solver, iterations=crf_iterations, feature_source=feature_source))
         run = train(cfg, dataset, output, split=split, resume=resume, progress=not no_progress)
         summary = json.loads((run / "summary.json").read_text())
