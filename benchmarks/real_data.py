@@ -13,14 +13,18 @@ renderings, CryoPPP centres, particle diameter ~108 px, provided disc masks). St
    pixel IoU / F1 of the probability maps (>= 0.5) against the provided masks, and picking
    precision, recall, F1 (at the tuned threshold) and AP by radius matching at half the diameter
    (``crisp.metrics.picking.radius_match_metrics``). The tuned picker includes the edge margin
-   (``border_fraction``) that fits the validation annotations.
+   (``border_fraction``) that fits the validation annotations. ``--tta`` segments with test-time
+   augmentation; a rerun on a finished work folder skips the training, so ``--tta`` after a run scores
+   its network with TTA.
 
-Prints one table (Markdown) and writes ``WORK/results.json``. Not run in CI.
+Prints one table (Markdown) and writes ``WORK/results.json`` (``results-tta.json`` with ``--tta``).
+Not run in CI.
 
 Usage::
 
     python benchmarks/real_data.py --labels-only              # label generation only (~1-2 min)
     python benchmarks/real_data.py --work /tmp/crisp-real     # everything (training takes long)
+    python benchmarks/real_data.py --work W --methods threshold --set encoder=resnet34 --set encoder_depth=5
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ def make_label_set(data: Path, work: Path, method: str, masks: dict[str, np.ndar
 
 def train_and_evaluate(data: Path, work: Path, method: str, dataset: Path, split, masks, centres,
                        seed: int, epochs: int | None, threads: int | None = None,
-                       options: dict | None = None) -> dict:
+                       options: dict | None = None, tta: bool = False) -> dict:
     from crisp.predict import segment_files
     from crisp.train import make_config, train
     from crisp.workflow.evaluate_run import read_maps
@@ -86,12 +90,13 @@ def train_and_evaluate(data: Path, work: Path, method: str, dataset: Path, split
         train(config, dataset, run_dir, split=dataset / "split.yaml", resume=resume, progress=False)
     train_seconds = time.perf_counter() - start
     names = split.val + split.test
-    segment_files(run_dir, [dataset / "micrographs" / f"{n}.mrc" for n in names], work / f"seg-{method}",
-                  progress=False)
-    prob = read_maps(work / f"seg-{method}", names)
-    return {"train_seconds": round(train_seconds, 1),
-            **tune_and_score(prob, split, masks, centres, run_dir / "picker.yaml",
-                             overlay=(data, work / f"picks-{method}.png"))}
+    tag = f"{method}-tta" if tta else method
+    segment_files(run_dir, [dataset / "micrographs" / f"{n}.mrc" for n in names], work / f"seg-{tag}",
+                  tta=tta, progress=False)
+    prob = read_maps(work / f"seg-{tag}", names)
+    return {"train_seconds": round(train_seconds, 1), "tta": tta,
+            **tune_and_score(prob, split, masks, centres, run_dir / f"picker{'-tta' if tta else ''}.yaml",
+                             overlay=(data, work / f"picks-{tag}.png"))}
 
 
 def tune_and_score(prob: dict[str, np.ndarray], split, masks: dict[str, np.ndarray], centres: pd.DataFrame,
@@ -155,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting of the cpu training preset (a TrainConfig field, the "
                         "value read as YAML), e.g. --set arch=unetplusplus; repeatable")
+    parser.add_argument("--tta", action="store_true", help="segment with test-time augmentation (the "
+                        "mean of the 8 flips and rotations; maps in WORK/seg-METHOD-tta)")
     parser.add_argument("--labels-only", action="store_true", help="make and score the labels, no training")
     parser.add_argument("--disk-fraction", type=float, default=1.0,
                         help="disk labels: disc radius as a fraction of the particle radius")
@@ -179,15 +186,16 @@ def main(argv: list[str] | None = None) -> int:
         if not args.labels_only:
             row.update(train_and_evaluate(args.data, args.work, method, dataset, split, masks, centres,
                                           args.seed if args.train_seed is None else args.train_seed,
-                                          args.epochs, args.threads, options))
+                                          args.epochs, args.threads, options, args.tta))
         rows.append(row)
     table = pd.DataFrame(rows)
     print(f"EMPIAR-10017 dev set: {len(names)} micrographs; split seed {args.seed}: "
           f"train {split.train}, val {split.val}, test {split.test}")
     print(table.to_markdown(index=False, floatfmt=".3f") if _has_tabulate() else table.to_string(index=False))
     args.work.mkdir(parents=True, exist_ok=True)
-    (args.work / "results.json").write_text(json.dumps({"split": split.to_dict(), "rows": rows}, indent=2,
-                                                       default=float))
+    results = {"split": split.to_dict(), "rows": rows}
+    (args.work / ("results-tta.json" if args.tta else "results.json")).write_text(
+        json.dumps(results, indent=2, default=float))
     return 0
 
 
