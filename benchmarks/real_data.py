@@ -90,12 +90,13 @@ def train_and_evaluate(data: Path, work: Path, method: str, dataset: Path, split
         train(config, dataset, run_dir, split=dataset / "split.yaml", resume=resume, progress=False)
     train_seconds = time.perf_counter() - start
     names = split.val + split.test
-    tag = f"{method}-tta" if tta else method
+    suffix = "-tta" if tta else ""
+    tag = method + suffix
     segment_files(run_dir, [dataset / "micrographs" / f"{n}.mrc" for n in names], work / f"seg-{tag}",
                   tta=tta, progress=False)
     prob = read_maps(work / f"seg-{tag}", names)
     return {"train_seconds": round(train_seconds, 1), "tta": tta,
-            **tune_and_score(prob, split, masks, centres, run_dir / f"picker{'-tta' if tta else ''}.yaml",
+            **tune_and_score(prob, split, masks, centres, run_dir / f"picker{suffix}.yaml",
                              overlay=(data, work / f"picks-{tag}.png"))}
 
 

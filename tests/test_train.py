@@ -106,25 +106,33 @@ def test_patch_dataset_epochs():
 
 
 # ---------------------------------------------------------------------------------------- training
-def test_train_run_directory_and_best_checkpoint(dataset, tmp_path, monkeypatch):
-    """Force epoch 1 to be the best (stub validation predictions): best.ckpt must be epoch 1, not last;
-    early stopping with patience 1 ends the 5-epoch run after epoch 2."""
+def stub_validation_foreground(monkeypatch, foreground):
+    """Replace the validation's predictions by a constant map: ``foreground(k)`` is the foreground
+    probability of the k-th call (0-based). Returns the call counter ``{"n": calls so far}``."""
     import crisp.predict
-    from crisp.train import train
 
     real = crisp.predict.predict_probabilities
     calls = {"n": 0}
-    n_val = 2
 
-    def staged(model_fn, image, patch, overlap=64, batch_size=8):
+    def stubbed(model_fn, image, patch, overlap=64, batch_size=8):
         out = real(model_fn, image, patch, overlap, batch_size)
-        epoch = calls["n"] // n_val
+        fg = foreground(calls["n"])
         calls["n"] += 1
-        fg = 1.0 if epoch == 1 else 0.0  # epoch 1: all foreground (IoU > 0); others: IoU 0
         out[1], out[0] = fg, 1.0 - fg
         return out
 
-    monkeypatch.setattr(crisp.predict, "predict_probabilities", staged)
+    monkeypatch.setattr(crisp.predict, "predict_probabilities", stubbed)
+    return calls
+
+
+def test_train_run_directory_and_best_checkpoint(dataset, tmp_path, monkeypatch):
+    """Force epoch 1 to be the best (stub validation predictions): best.ckpt must be epoch 1, not last;
+    early stopping with patience 1 ends the 5-epoch run after epoch 2."""
+    from crisp.train import train
+
+    n_val = 2
+    # epoch 1: all foreground (IoU > 0); others: IoU 0
+    stub_validation_foreground(monkeypatch, lambda call: 1.0 if call // n_val == 1 else 0.0)
     run = train(tiny_config(epochs=5, early_stopping_patience=1), dataset, tmp_path / "run", progress=False)
     for name in ("config.yaml", "split.yaml", "metrics.csv", "summary.json", "training_curves.png",
                  "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
@@ -153,21 +161,10 @@ def test_train_run_directory_and_best_checkpoint(dataset, tmp_path, monkeypatch)
 def test_validation_every_second_epoch(dataset, tmp_path, monkeypatch):
     """val_every=2 over 4 epochs: validation only after epochs 1 and 3 (0-based), empty val cells in the
     other rows, and best.ckpt from the better of the two validated epochs (stubbed: the first)."""
-    import crisp.predict
     from crisp.train import train
 
-    real = crisp.predict.predict_probabilities
-    calls = {"n": 0}
     n_val = 2
-
-    def first_validation_best(model_fn, image, patch, overlap=64, batch_size=8):
-        out = real(model_fn, image, patch, overlap, batch_size)
-        fg = 1.0 if calls["n"] < n_val else 0.0
-        calls["n"] += 1
-        out[1], out[0] = fg, 1.0 - fg
-        return out
-
-    monkeypatch.setattr(crisp.predict, "predict_probabilities", first_validation_best)
+    calls = stub_validation_foreground(monkeypatch, lambda call: 1.0 if call < n_val else 0.0)
     run = train(tiny_config(epochs=4, val_every=2), dataset, tmp_path / "run", progress=False)
     assert calls["n"] == 2 * n_val
     table = pd.read_csv(run / "metrics.csv")
