@@ -71,6 +71,10 @@ def register(app: typer.Typer) -> None:
                                      help="Early stopping patience (validations; epochs by default)."),
         val_every: int = typer.Option(None, "--val-every", help="Validate after every n-th epoch only "
                                       "(epochs must be a multiple; saves time on a CPU)."),
+        unlabelled_border: str = typer.Option(
+            None, "--unlabelled-border", help="auto | PIXELS: ignore the background labels of this band "
+            "along the edges, where annotators leave particles out (auto: the smallest edge distance of "
+            "a training centre plus the radius; real data picked by RELION, cryoSPARC, CryoPPP)."),
         seed: int = typer.Option(None, "--seed", help="Random seed."),
         threads: int = typer.Option(None, "--threads", help="torch CPU threads."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from last.ckpt."),
@@ -95,10 +99,13 @@ def register(app: typer.Typer) -> None:
                 bin=bin_factor, normalize=normalize, patch_px=patch, val_overlap_px=overlap, epochs=epochs,
                 micrographs_per_batch=batch, repeats=repeats, lr=lr, lr_cnn=lr_cnn, lr_crf=lr_crf,
                 init=str(init) if init else None, early_stopping_patience=patience, val_every=val_every,
-                seed=seed, threads=threads,
+                unlabelled_border=unlabelled_border, seed=seed, threads=threads,
                 crf=dict(kind=crf, solver=solver, iterations=crf_iterations, feature_source=feature_source))
         run = train(cfg, dataset, output, split=split, resume=resume, progress=not no_progress)
         summary = json.loads((run / "summary.json").read_text())
+        if summary.get("unlabelled_border_px"):
+            typer.echo(f"background labels ignored within {summary['unlabelled_border_px']:.0f} px "
+                       "of the edges")
         typer.echo(f"best epoch {summary['best_epoch']}: val IoU {summary['best_val_iou']:.4f}, "
                    f"F1 {summary['best_val_f1']:.4f}; run directory {run}")
 
