@@ -88,6 +88,44 @@ def test_random_patches_augment_consistently():
                for y in range(90 - 31) for x in range(70 - 31))
 
 
+def test_photometric_jitter_hand_cases(monkeypatch):
+    from scipy import ndimage
+
+    import crisp.patches
+    from crisp.patches import photometric_jitter
+
+    rng = np.random.default_rng(0)
+    patch = rng.normal(size=(32, 32)).astype(np.float32)
+    fixed = dict(gain=(2.0, 2.0), offset=(1.0, 1.0), blur_sigma_px=(1.0, 1.0), noise_sigma=(0.5, 0.5))
+    monkeypatch.setattr(crisp.patches, "PHOTOMETRIC_RANGES", dict(fixed, p_blur=0.0, p_noise=0.0))
+    np.testing.assert_allclose(photometric_jitter(patch, rng), 2 * patch + 1, rtol=1e-6)
+    monkeypatch.setattr(crisp.patches, "PHOTOMETRIC_RANGES", dict(fixed, p_blur=1.0, p_noise=0.0))
+    blurred = ndimage.gaussian_filter(patch, 1.0, mode="reflect")
+    np.testing.assert_allclose(photometric_jitter(patch, rng), 2 * blurred + 1, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(crisp.patches, "PHOTOMETRIC_RANGES", dict(fixed, p_blur=0.0, p_noise=1.0))
+    noisy = photometric_jitter(np.zeros((256, 256), np.float32), rng)
+    assert noisy.mean() == pytest.approx(1.0, abs=0.02) and noisy.std() == pytest.approx(1.0, abs=0.02)
+
+
+def test_photometric_patches_keep_masks_and_positions():
+    """The first patch's geometric draws come first, so its mask is the plain run's, and its image is
+    a blurred, noisy, rescaled copy of the plain image patch (default ranges)."""
+    from crisp.patches import PHOTOMETRIC_RANGES, random_patches
+
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(120, 120)).astype(np.float32)
+    mask = (image > 1).astype(np.uint8)
+    plain, plain_masks = random_patches(image, mask, 48, 1, np.random.default_rng(7))
+    jittered, masks = random_patches(image, mask, 48, 1, np.random.default_rng(7), photometric=True)
+    assert np.array_equal(masks, plain_masks)
+    assert not np.allclose(jittered, plain)
+    constant, _ = random_patches(np.zeros((60, 60), np.float32), np.zeros((60, 60), np.uint8), 32, 20,
+                                 np.random.default_rng(1), photometric=True)
+    low, high = PHOTOMETRIC_RANGES["offset"]
+    means = constant.mean(axis=(1, 2, 3))
+    assert np.all((means >= low - 0.05) & (means <= high + 0.05)) and np.ptp(means) > 0.1
+
+
 def test_patch_dataset_epochs():
     from crisp.patches import PatchDataset, Sample
 

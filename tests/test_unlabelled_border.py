@@ -207,7 +207,11 @@ def test_cli_unlabelled_border(tmp_path, capsys):
     args = ["train", str(ds), "--preset", "cpu", "--arch", "unet", "--encoder", "resnet18",
             "--encoder-depth", "3", "--bin", "2", "--patch", "64", "--overlap", "16", "--epochs", "1",
             "--normalize", "zscore", "--threads", "1", "--no-progress"]
-    assert main(args + ["-o", str(tmp_path / "run"), "--unlabelled-border", "auto"]) == 0
+    assert main(args + ["-o", str(tmp_path / "run"), "--unlabelled-border", "auto", "--photometric"]) == 0
     assert "background labels ignored within" in capsys.readouterr().out
+    import yaml
+
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config["unlabelled_border"] == "auto" and config["augment_photometric"] is True
     assert main(args + ["-o", str(tmp_path / "bad"), "--unlabelled-border", "wide"]) == 2
     assert "unlabelled_border" in capsys.readouterr().err

@@ -7,7 +7,8 @@ float, Fourier-cropped, thresholded at 0.5), so a binned mask lies on exactly th
 pixel grid whatever convention the binning uses.
 
 Patches are square, ``patch_px`` pixels of the binned image, at uniformly random positions,
-augmented by random horizontal/vertical flips and 90-degree rotations. The random generator of
+augmented by random horizontal/vertical flips and 90-degree rotations and, when asked, by a random
+change of contrast, sharpness and noise (:func:`photometric_jitter`). The random generator of
 item ``i`` in epoch ``e`` is seeded with ``(seed, e, i)``, so runs are reproducible and each
 epoch sees new patches.
 """
@@ -106,12 +107,43 @@ def _pad_to(array: np.ndarray, size: int) -> np.ndarray:
     return array
 
 
+PHOTOMETRIC_RANGES = {"gain": (0.78, 1.28), "offset": (-0.25, 0.25), "blur_sigma_px": (0.3, 1.5),
+                      "noise_sigma": (0.0, 0.25), "p_blur": 0.5, "p_noise": 0.5}
+"""Ranges of :func:`photometric_jitter` (values in units of the normalised image's noise)."""
+
+
+def photometric_jitter(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random change of a normalised patch's appearance that keeps its particles where they are.
+
+    Micrographs differ in ice thickness, defocus and dose, so the same particle shows with another
+    contrast, sharpness and noise. In this order: with probability ``p_blur`` a Gaussian blur of
+    standard deviation ``blur_sigma_px`` (pixels of the patch), with probability ``p_noise``
+    additive Gaussian noise of standard deviation ``noise_sigma``, then ``gain * patch + offset``
+    (ranges in :data:`PHOTOMETRIC_RANGES`, each drawn uniformly; gain log-uniformly). The mask is
+    unchanged.
+    """
+    from scipy import ndimage
+
+    r = PHOTOMETRIC_RANGES
+    out = np.asarray(patch, dtype=np.float32)
+    if rng.random() < r["p_blur"]:
+        out = ndimage.gaussian_filter(out, float(rng.uniform(*r["blur_sigma_px"])), mode="reflect")
+    if rng.random() < r["p_noise"]:
+        sigma = float(rng.uniform(*r["noise_sigma"]))
+        out = out + rng.normal(0.0, sigma, out.shape).astype(np.float32)
+    gain = float(np.exp(rng.uniform(*np.log(r["gain"]))))
+    offset = float(rng.uniform(*r["offset"]))
+    return (gain * out + offset).astype(np.float32)
+
+
 def random_patches(image: np.ndarray, mask: np.ndarray, patch_px: int, count: int,
-                   rng: np.random.Generator, augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                   rng: np.random.Generator, augment: bool = True, photometric: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """``count`` random square patches of ``image`` and ``mask`` with flips and 90-degree rotations.
 
-    Images smaller than a patch are padded by reflection. Returns float32 ``[count, 1, P, P]`` and
-    int64 ``[count, P, P]``.
+    Images smaller than a patch are padded by reflection. ``photometric``: each image patch also gets
+    :func:`photometric_jitter` (after the geometric draws, so that without it the patches are the
+    same as before). Returns float32 ``[count, 1, P, P]`` and int64 ``[count, P, P]``.
     """
     image, mask = _pad_to(image, patch_px), _pad_to(mask, patch_px)
     ny, nx = image.shape
@@ -130,7 +162,7 @@ def random_patches(image: np.ndarray, mask: np.ndarray, patch_px: int, count: in
                 img, msk = img[::-1], msk[::-1]
             if flip_x:
                 img, msk = img[:, ::-1], msk[:, ::-1]
-        images[k, 0] = img
+        images[k, 0] = photometric_jitter(img, rng) if photometric else img
         masks[k] = msk
     return images, masks
 
@@ -144,7 +176,7 @@ class PatchDataset:
     """
 
     def __init__(self, samples: list[Sample], patch_px: int, patches_per_micrograph: int = 4,
-                 seed: int = 0, repeats: int = 1, augment: bool = True) -> None:
+                 seed: int = 0, repeats: int = 1, augment: bool = True, photometric: bool = False) -> None:
         if not samples:
             raise CrispError("no training micrographs")
         self.samples = samples
@@ -153,6 +185,7 @@ class PatchDataset:
         self.seed = int(seed)
         self.repeats = int(repeats)
         self.augment = augment
+        self.photometric = photometric
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -167,5 +200,5 @@ class PatchDataset:
         sample = self.samples[index % len(self.samples)]
         rng = np.random.default_rng((self.seed, self.epoch, int(index)))
         images, masks = random_patches(sample.image, sample.mask, self.patch_px, self.count, rng,
-                                       self.augment)
+                                       self.augment, self.photometric)
         return torch.from_numpy(images), torch.from_numpy(masks)

@@ -78,6 +78,8 @@ class TrainConfig(StageConfig):
                            "those epochs. Validation is about a third of an epoch's time on a CPU")
     val_overlap_px: int = Field(64, ge=0, description="tile overlap in validation and inference")
     augment: bool = True
+    augment_photometric: bool = Field(False, description="also jitter each training patch's contrast, "
+                                      "offset, blur and noise (crisp.patches.photometric_jitter)")
     unlabelled_border: float | Literal["auto"] | None = Field(
         None, description="band along the micrograph edges (pixels of the original micrographs) whose "
         "background labels the loss and validation ignore, because annotators leave out particles whose "
@@ -424,7 +426,7 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
     train_samples = load_samples(folder, the_split.train, config.bin, config.normalize, progress, border_px)
     val_samples = load_samples(folder, the_split.val, config.bin, config.normalize, progress, border_px)
     dataset = PatchDataset(train_samples, config.patch_px, config.patches_per_micrograph, config.seed,
-                           config.repeats, config.augment)
+                           config.repeats, config.augment, config.augment_photometric)
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = torch.utils.data.DataLoader(dataset, batch_size=config.micrographs_per_batch, shuffle=True,
                                                num_workers=config.num_workers, generator=generator,

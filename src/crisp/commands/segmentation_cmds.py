@@ -71,6 +71,8 @@ def register(app: typer.Typer) -> None:
                                      help="Early stopping patience (validations; epochs by default)."),
         val_every: int = typer.Option(None, "--val-every", help="Validate after every n-th epoch only "
                                       "(epochs must be a multiple; saves time on a CPU)."),
+        photometric: bool = typer.Option(None, "--photometric/--no-photometric",
+                                         help="Jitter each training patch's contrast, blur and noise."),
         unlabelled_border: str = typer.Option(
             None, "--unlabelled-border", help="auto | PIXELS: ignore the background labels of this band "
             "along the edges, where annotators leave particles out (auto: the smallest edge distance of "
@@ -99,7 +101,8 @@ def register(app: typer.Typer) -> None:
                 bin=bin_factor, normalize=normalize, patch_px=patch, val_overlap_px=overlap, epochs=epochs,
                 micrographs_per_batch=batch, repeats=repeats, lr=lr, lr_cnn=lr_cnn, lr_crf=lr_crf,
                 init=str(init) if init else None, early_stopping_patience=patience, val_every=val_every,
-                unlabelled_border=unlabelled_border, seed=seed, threads=threads,
+                augment_photometric=photometric, unlabelled_border=unlabelled_border, seed=seed,
+                threads=threads,
                 crf=dict(kind=crf, solver=solver, iterations=crf_iterations, feature_source=feature_source))
         run = train(cfg, dataset, output, split=split, resume=resume, progress=not no_progress)
         summary = json.loads((run / "summary.json").read_text())
