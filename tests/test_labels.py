@@ -274,11 +274,6 @@ def test_cli_labels_disk_tiny_dataset(tmp_path, capsys):
     meta = read_yaml(out / "labels.yaml")
     assert meta["method"] == "disk" and meta["diameter_px"] == 12 and meta["pixel_size"] == 2.5
     assert meta["n_particles"] == 8 and meta["settings"]["radius_px"] == 6
-    # no centre comes within a radius of an edge: the smallest distance is recorded, a hint printed
-    margin = min(float(np.min(np.minimum.reduce([x, 79 - x, y, 63 - y])))
-                 for x, y, _ in (truth["mic_a"], truth["mic_b"]))
-    assert margin > 6 and meta["edge_margin_px"] == pytest.approx(margin)
-    assert "--unlabelled-border auto" in printed
     assert (out / "qc.png").is_file()
     # resumable: a rerun skips both, a rerun with other settings is refused
     stamp = (out / "masks" / "mic_a.mrc").stat().st_mtime_ns
@@ -461,9 +456,6 @@ def test_make_labels_resumes_an_interrupted_run(tmp_path):
     meta = read_yaml(out / "labels.yaml")
     assert meta["complete"] and meta["n_particles"] == 8 and meta["micrographs"]["mic_a"]["resumed"]
     assert meta["micrographs"]["mic_a"]["mask_fraction"] == pytest.approx(truth["mic_a"][2].mean(), abs=1e-6)
-    x, y, _ = truth["mic_a"]  # rebuilt from the files: the smallest distance of a centre to an edge
-    assert meta["micrographs"]["mic_a"]["edge_margin_px"] == pytest.approx(
-        float(np.min(np.minimum.reduce([x, 79 - x, y, 63 - y]))))
 
 
 @pytest.mark.parametrize("suffix", [".mrc", ".tif", ".png"])

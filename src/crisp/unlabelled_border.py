@@ -59,15 +59,6 @@ def edge_distance(shape: tuple[int, int], original_shape: tuple[int, int] | None
     return np.minimum(rows[:, None], cols[None, :])
 
 
-def centre_margin_px(x: np.ndarray, y: np.ndarray, shape: tuple[int, int]) -> float | None:
-    """Smallest distance of the centres ``(x, y)`` (pixels) to an edge of a ``shape`` micrograph."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.size == 0:
-        return None
-    rows, cols = shape
-    return float(np.min(np.minimum(np.minimum(x, cols - 1 - x), np.minimum(y, rows - 1 - y))))
-
-
 def annotation_margin_px(folder: DatasetFolder, names: Iterable[str]) -> float | None:
     """Smallest distance of an annotated centre to an edge of its micrograph (pixels); None if none.
 
@@ -87,8 +78,10 @@ def annotation_margin_px(folder: DatasetFolder, names: Iterable[str]) -> float |
         if len(table) == 0:
             continue
         with mrcfile.open(mic_path, header_only=True, permissive=True) as mrc:
-            shape = (int(mrc.header.ny), int(mrc.header.nx))
-        edge = centre_margin_px(table["rlnCoordinateX"], table["rlnCoordinateY"], shape)
+            rows, cols = int(mrc.header.ny), int(mrc.header.nx)
+        x = table["rlnCoordinateX"].to_numpy(np.float64)
+        y = table["rlnCoordinateY"].to_numpy(np.float64)
+        edge = float(np.min(np.minimum(np.minimum(x, cols - 1 - x), np.minimum(y, rows - 1 - y))))
         smallest = edge if smallest is None else min(smallest, edge)
     return smallest
 

@@ -145,19 +145,15 @@ def _read_star(path: Path) -> pd.DataFrame:
 def _stats_from_files(folder: DatasetFolder, name: str, mic_path: Path, config: LabelConfig) -> dict:
     """Per-micrograph record rebuilt from the files of an interrupted run."""
     from crisp.io.micrographs import read_micrograph
-    from crisp.unlabelled_border import centre_margin_px
 
     mask = read_micrograph(folder.mask(name))
-    centres = _read_star(folder.coordinates(name))
-    n_used = len(centres)
+    n_used = len(_read_star(folder.coordinates(name)))
     radius_px = None if config.method == "reproject" else config.radius_for(mask.pixel_size, mic_path)
-    margin = (centre_margin_px(centres["rlnCoordinateX"], centres["rlnCoordinateY"], mask.shape)
-              if n_used else None)
     return {"source": str(mic_path), "coordinates": None, "shape": list(mask.shape),
             "pixel_size": mask.pixel_size, "radius_px": radius_px,
             "diameter_px": None if radius_px is None else 2 * radius_px, "n_coordinates": n_used,
             "n_used": n_used, "n_outside": 0, "mask_fraction": round(float(mask.data.mean()), 6),
-            "edge_margin_px": margin, "resumed": True}
+            "resumed": True}
 
 
 def _mask_for(method: str, config: LabelConfig, image: np.ndarray, centres: pd.DataFrame,
@@ -267,7 +263,6 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
     from crisp import __version__
     from crisp.io.coordinates import flip_y, read_coordinates
     from crisp.io.micrographs import list_micrographs, read_micrograph, write_mrc
-    from crisp.unlabelled_border import centre_margin_px
 
     config = config or LabelConfig()
     _validate(config)
@@ -357,13 +352,9 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
                        "pixel_size": pixel_size, "radius_px": radius_px,
                        "diameter_px": None if radius_px is None else 2 * radius_px,
                        "n_coordinates": n_read, "n_used": len(table), "n_outside": n_outside,
-                       "mask_fraction": round(float(mask.mean()), 6),
-                       "edge_margin_px": centre_margin_px(table["rlnCoordinateX"], table["rlnCoordinateY"],
-                                                          mic.shape), **extra}
+                       "mask_fraction": round(float(mask.mean()), 6), **extra}
         made.append(name)
     stats = {n: stats[n] for n in names if n in stats}
-    margins = [s["edge_margin_px"] for s in stats.values() if s.get("edge_margin_px") is not None]
-    margin = min(margins) if margins else None
     radii = {s.get("radius_px") for s in stats.values()}
     pixel_sizes = {s.get("pixel_size") for s in stats.values()}
     summary = {
@@ -378,16 +369,10 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
         "n_micrographs": len(stats),
         "n_particles": int(sum(s["n_used"] for s in stats.values())),
         "n_outside": int(sum(s["n_outside"] for s in stats.values())),
-        "edge_margin_px": margin,
         "micrographs": stats,
         "complete": True,
     }
     save_yaml(out / LABELS_FILE, summary)
-    radius = summary["diameter_px"] / 2 if summary["diameter_px"] else None
-    if margin is not None and radius is not None and margin > radius:
-        say(f"note: no particle centre lies within {margin:.0f} px of an edge (the particle radius is "
-            f"{radius:.0f} px), so particles near the edges were left out; `crisp train "
-            "--unlabelled-border auto` keeps that band's background labels out of the loss")
     from crisp.qc import labels_qc_figure
 
     qc = labels_qc_figure(out, names[:config.qc_count], out / QC_FILE) if config.qc_count > 0 else None
