@@ -319,6 +319,7 @@ def test_cli_train_and_models(dataset, tmp_path, capsys):
     assert code == 0
     assert "best epoch 0" in capsys.readouterr().out
     assert (out / "checkpoints" / "best.ckpt").is_file()
+    assert yaml.safe_load((out / "config.yaml").read_text())["augment_photometric"] is False
     assert main(["train", str(dataset), "-o", str(tmp_path / "x"), "--arch", "nonet"]) == 2
     assert main(["models"]) == 0
     text = capsys.readouterr().out
@@ -349,6 +350,9 @@ def test_cli_train_epoch_default_for_crf_fine_tuning(dataset, tmp_path, monkeypa
             *[str(tmp_path) if a == "RUN" else a for a in extra]]
     assert main(argv) == 0
     assert seen["config"].epochs == epochs
+    assert seen["config"].augment_photometric is False
+    assert main(argv[:2] + ["-o", str(tmp_path / "run2"), "--preset", "cpu", "--photometric"]) == 0
+    assert seen["config"].augment_photometric is True
 
 
 @pytest.mark.parametrize(("setting", "on_gpu", "expected"), [

@@ -62,10 +62,7 @@ def prepare_image(image: np.ndarray, factor: float, method: str) -> np.ndarray:
 
 @dataclass
 class Sample:
-    """One micrograph as the network sees it: binned, normalised image and binned mask.
-
-    Mask values: 0 background, 1 particle, :data:`crisp.unlabelled_border.IGNORE` not scored.
-    """
+    """One micrograph as the network sees it: binned, normalised image and binned mask."""
 
     name: str
     image: np.ndarray
@@ -73,15 +70,9 @@ class Sample:
 
 
 def load_samples(folder: DatasetFolder, names: list[str], factor: int, method: str,
-                 progress: bool = False, unlabelled_border_px: float = 0.0) -> list[Sample]:
-    """Load, bin and normalise micrographs ``names`` of ``folder`` with their masks.
-
-    ``unlabelled_border_px`` > 0: background pixels of the binned masks within that many original
-    pixels of an edge become :data:`crisp.unlabelled_border.IGNORE`.
-    """
+                 progress: bool = False) -> list[Sample]:
+    """Load, bin and normalise micrographs ``names`` of ``folder`` with their masks."""
     from tqdm import tqdm
-
-    from crisp.unlabelled_border import mark_unlabelled_border
 
     samples = []
     for name in tqdm(names, desc="loading micrographs", disable=not progress, leave=False):
@@ -95,8 +86,7 @@ def load_samples(folder: DatasetFolder, names: list[str], factor: int, method: s
         if mask.shape != image.shape:
             raise CrispError(f"mask shape {mask.shape} differs from the micrograph's {image.shape}",
                              mask_path)
-        binned = mark_unlabelled_border(bin_mask(mask, factor), unlabelled_border_px, image.shape)
-        samples.append(Sample(name, prepare_image(image, factor, method), binned))
+        samples.append(Sample(name, prepare_image(image, factor, method), bin_mask(mask, factor)))
     return samples
 
 

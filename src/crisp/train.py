@@ -39,7 +39,7 @@ from pydantic import Field, field_validator, model_validator
 
 from crisp.atomic import write_text_atomic
 from crisp.config import StageConfig, load_config, save_yaml, validate_config
-from crisp.dataset import DatasetFolder, Split, dataset_diameter_px, read_split, write_split
+from crisp.dataset import DatasetFolder, Split, read_split, write_split
 from crisp.errors import CrispError
 from crisp.models.crf import CRFConfig
 
@@ -80,12 +80,6 @@ class TrainConfig(StageConfig):
     augment: bool = True
     augment_photometric: bool = Field(False, description="also jitter each training patch's contrast, "
                                       "offset, blur and noise (crisp.patches.photometric_jitter)")
-    unlabelled_border: float | Literal["auto"] | None = Field(
-        None, description="band along the micrograph edges (pixels of the original micrographs) whose "
-        "background labels the loss and validation ignore, because annotators leave out particles whose "
-        "box crosses an edge; 'auto': the smallest edge distance of a training centre plus the particle "
-        "radius (none when centres come within a radius of the edges); None: no band "
-        "(crisp.unlabelled_border)")
     tta: bool = Field(False, description="inference (crisp segment, evaluation; not validation): average "
                       "the 8 flips and 90-degree rotations of every patch")
     crf: CRFConfig = Field(default_factory=CRFConfig)
@@ -105,13 +99,6 @@ class TrainConfig(StageConfig):
     def _multiple_of_32(cls, value: int) -> int:
         if value % 32:
             raise ValueError(f"patch_px must be a multiple of 32 (the encoders' stride), got {value}")
-        return value
-
-    @field_validator("unlabelled_border")
-    @classmethod
-    def _border_width(cls, value: float | str | None) -> float | str | None:
-        if isinstance(value, float) and not value >= 0:
-            raise ValueError(f"unlabelled_border must be 'auto', a width >= 0 px or None, got {value}")
         return value
 
     @model_validator(mode="after")
@@ -183,17 +170,15 @@ def _lightning_module_class():
 
     from crisp.models.zoo import build_loss
     from crisp.predict import foreground_fn, predict_probabilities
-    from crisp.unlabelled_border import IGNORE
 
     class SegmentationModule(pl.LightningModule):
         """Lightning wrapper: patch training, whole-micrograph validation, optimiser and schedule."""
 
-        def __init__(self, config: TrainConfig, val_samples=(), steps_per_epoch: int = 1,
-                     ignore_index: int | None = None):
+        def __init__(self, config: TrainConfig, val_samples=(), steps_per_epoch: int = 1):
             super().__init__()
             self.config = config
             self.net = build_network(config)
-            self.loss_fn = build_loss(config.loss, ignore_index=ignore_index)
+            self.loss_fn = build_loss(config.loss)
             self.val_samples = list(val_samples)
             self.steps_per_epoch = steps_per_epoch
             self._val_stats = None
@@ -227,12 +212,11 @@ def _lightning_module_class():
             probs = predict_probabilities(foreground_fn(self.net, self.device), sample.image, cfg.patch_px,
                                           cfg.val_overlap_px, batch_size)
             pred = probs[1] >= 0.5
-            truth = sample.mask == 1
-            scored = sample.mask != IGNORE  # the unlabelled border's background is not scored
-            self._val_stats += [np.sum(pred & truth), np.sum(pred & ~truth & scored), np.sum(~pred & truth),
-                                np.sum(~pred & ~truth & scored)]
+            truth = sample.mask > 0
+            self._val_stats += [np.sum(pred & truth), np.sum(pred & ~truth), np.sum(~pred & truth),
+                                np.sum(~pred & ~truth)]
             log_probs = torch.from_numpy(np.log(np.clip(probs, 1e-7, 1.0)))[None]
-            labels = torch.from_numpy(sample.mask.astype(np.int64))[None]
+            labels = torch.from_numpy(truth.astype(np.int64))[None]
             self._val_losses.append(float(self.loss_fn(log_probs, labels)))
 
         def on_validation_epoch_end(self):
@@ -419,12 +403,8 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
     save_yaml(run_dir / "config.yaml", config)
     write_split(run_dir / "split.yaml", the_split)
 
-    from crisp.unlabelled_border import IGNORE, resolve_border
-
-    diameter = dataset_diameter_px(folder.root) if config.unlabelled_border == "auto" else None
-    border_px = resolve_border(config.unlabelled_border, folder, the_split.train, diameter)
-    train_samples = load_samples(folder, the_split.train, config.bin, config.normalize, progress, border_px)
-    val_samples = load_samples(folder, the_split.val, config.bin, config.normalize, progress, border_px)
+    train_samples = load_samples(folder, the_split.train, config.bin, config.normalize, progress)
+    val_samples = load_samples(folder, the_split.val, config.bin, config.normalize, progress)
     dataset = PatchDataset(train_samples, config.patch_px, config.patches_per_micrograph, config.seed,
                            config.repeats, config.augment, config.augment_photometric)
     generator = torch.Generator().manual_seed(config.seed)
@@ -434,8 +414,7 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
     val_loader = torch.utils.data.DataLoader(list(range(len(val_samples))), batch_size=1)
     steps_per_epoch = math.ceil(len(dataset) / config.micrographs_per_batch)
 
-    module = _lightning_module_class()(config, val_samples, steps_per_epoch,
-                                       ignore_index=IGNORE if border_px > 0 else None)
+    module = _lightning_module_class()(config, val_samples, steps_per_epoch)
     if config.init is not None and not resume:
         _load_init_weights(module.net, config.init)
 
@@ -468,12 +447,11 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
         warnings.filterwarnings("ignore", ".*LeafSpec.*")
         trainer.fit(module, train_loader, val_loader, ckpt_path=str(last_ckpt) if resume else None)
     wall = time.perf_counter() - start
-    _write_summary(run_dir, module, wall, parameter_count, resume, border_px)
+    _write_summary(run_dir, module, wall, parameter_count, resume)
     return run_dir
 
 
-def _write_summary(run_dir: Path, module, wall_s: float, parameter_count, resume: bool,
-                   unlabelled_border_px: float = 0.0) -> None:
+def _write_summary(run_dir: Path, module, wall_s: float, parameter_count, resume: bool) -> None:
     import pandas as pd
 
     from crisp.report import plot_training_curves
@@ -496,7 +474,6 @@ def _write_summary(run_dir: Path, module, wall_s: float, parameter_count, resume
         "parameters": parameter_count(net),
         "parameters_cnn": parameter_count(net.cnn),
         "parameters_crf": parameter_count(net.crf) if net.crf is not None else 0,
-        "unlabelled_border_px": round(float(unlabelled_border_px), 3),
     }
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     try:

@@ -73,10 +73,6 @@ def register(app: typer.Typer) -> None:
                                       "(epochs must be a multiple; saves time on a CPU)."),
         photometric: bool = typer.Option(None, "--photometric/--no-photometric",
                                          help="Jitter each training patch's contrast, blur and noise."),
-        unlabelled_border: str = typer.Option(
-            None, "--unlabelled-border", help="auto | PIXELS: ignore the background labels of this band "
-            "along the edges, where annotators leave particles out (auto: the smallest edge distance of "
-            "a training centre plus the radius; real data picked by RELION, cryoSPARC, CryoPPP)."),
         seed: int = typer.Option(None, "--seed", help="Random seed."),
         threads: int = typer.Option(None, "--threads", help="torch CPU threads."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in OUTPUT from last.ckpt."),
@@ -101,14 +97,10 @@ def register(app: typer.Typer) -> None:
                 bin=bin_factor, normalize=normalize, patch_px=patch, val_overlap_px=overlap, epochs=epochs,
                 micrographs_per_batch=batch, repeats=repeats, lr=lr, lr_cnn=lr_cnn, lr_crf=lr_crf,
                 init=str(init) if init else None, early_stopping_patience=patience, val_every=val_every,
-                augment_photometric=photometric, unlabelled_border=unlabelled_border, seed=seed,
-                threads=threads,
+                augment_photometric=photometric, seed=seed, threads=threads,
                 crf=dict(kind=crf, solver=solver, iterations=crf_iterations, feature_source=feature_source))
         run = train(cfg, dataset, output, split=split, resume=resume, progress=not no_progress)
         summary = json.loads((run / "summary.json").read_text())
-        if summary.get("unlabelled_border_px"):
-            typer.echo(f"background labels ignored within {summary['unlabelled_border_px']:.0f} px "
-                       "of the edges")
         typer.echo(f"best epoch {summary['best_epoch']}: val IoU {summary['best_val_iou']:.4f}, "
                    f"F1 {summary['best_val_f1']:.4f}; run directory {run}")
 

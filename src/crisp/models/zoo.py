@@ -341,17 +341,11 @@ def parse_loss_spec(spec: str | list | dict) -> list[dict[str, Any]]:
     return terms
 
 
-def build_loss(spec: str | list | dict, ignore_index: int | None = None):
-    """A callable ``loss(logits [B, 2, H, W], labels [B, H, W] long) -> scalar``: a weighted sum.
-
-    ``ignore_index``: pixels with this label add nothing to any term (passed to every term that
-    does not set its own).
-    """
+def build_loss(spec: str | list | dict):
+    """A callable ``loss(logits [B, 2, H, W], labels [B, H, W] long) -> scalar``: a weighted sum."""
     import torch
 
     terms = parse_loss_spec(spec)
-    if ignore_index is not None:
-        terms = [{**t, "params": {"ignore_index": ignore_index, **t["params"]}} for t in terms]
 
     class WeightedLoss(torch.nn.Module):
         def __init__(self):
