@@ -87,7 +87,8 @@ def candidates(prob: dict[str, np.ndarray], names: list[str], picker, centres: p
 
 
 def score_table(val, test) -> pd.DataFrame:
-    """One row per score: validation-tuned threshold, test P/R/F1 at it, oracle test F1, test AP."""
+    """One row per score: validation-tuned threshold, test P/R/F1 at it, the oracle test threshold and
+    F1, test AP."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -104,8 +105,9 @@ def score_table(val, test) -> pd.DataFrame:
         mv = radius_match_metrics(pv.assign(rlnAutopickFigureOfMerit=sv), tv, radius)
         mt = radius_match_metrics(pt.assign(rlnAutopickFigureOfMerit=st), tt, radius,
                                   threshold=mv["best_threshold"])
-        rows.append({"score": name, "val_F1": mv["best_F1"], "test_P": mt["precision"],
-                     "test_R": mt["recall"], "test_F1": mt["F1"], "test_oracle_F1": mt["best_F1"],
+        rows.append({"score": name, "val_threshold": mv["best_threshold"], "val_F1": mv["best_F1"],
+                     "test_P": mt["precision"], "test_R": mt["recall"], "test_F1": mt["F1"],
+                     "test_oracle_threshold": mt["best_threshold"], "test_oracle_F1": mt["best_F1"],
                      "test_AP": mt["AP"]})
     return pd.DataFrame(rows)
 
