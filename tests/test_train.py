@@ -246,7 +246,7 @@ def test_resume_continues_from_last(dataset, tmp_path):
     train(tiny_config(), dataset, run, resume=True, progress=False)
     # Lightning's own log of the first part is kept; the resumed part logs beside it
     assert (run / "logs" / "metrics.csv").read_text() == first_log
-    assert set(pd.read_csv(run / "logs" / "resume-1" / "metrics.csv")["epoch"]) == {1}
+    assert set(pd.read_csv(run / "logs" / "version_0" / "metrics.csv")["epoch"]) == {1}
     table = pd.read_csv(run / "metrics.csv")
     assert list(table["epoch"]) == [0, 1]
     assert table["train_loss"][0] == pytest.approx(first["train_loss"][0])

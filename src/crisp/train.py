@@ -21,7 +21,7 @@ Run directory::
     RUN/metrics.csv               one row per epoch: train_loss, val_loss, val_iou, val_f1, ... lr
     RUN/summary.json              best epoch and metrics, wall time, parameter counts
     RUN/training_curves.png       loss and validation metrics per epoch
-    RUN/logs/                     Lightning's own CSV logs (a resumed part in logs/resume-N/)
+    RUN/logs/                     Lightning's own CSV logs (a resumed part in logs/version_N/)
 """
 
 from __future__ import annotations
@@ -434,7 +434,9 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
     if deterministic == "warn":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for reproducibility
     _quiet_lightning()
-    logger = CSVLogger(run_dir, name="logs", version=_lightning_log_version(run_dir, resume))
+    # a new run logs to RUN/logs; a resumed part to Lightning's next free RUN/logs/version_N, so that
+    # resuming keeps the earlier part's log
+    logger = CSVLogger(run_dir, name="logs", version=None if resume else "")
     trainer = pl.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
         precision=config.precision,
@@ -450,17 +452,6 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
     wall = time.perf_counter() - start
     _write_summary(run_dir, module, wall, parameter_count, resume)
     return run_dir
-
-
-def _lightning_log_version(run_dir: Path, resume: bool) -> str:
-    """Folder under ``RUN/logs`` for Lightning's CSV log: ``""`` for a new run, ``resume-N`` (the
-    next free N, from 1) for a resumed one, so that resuming never overwrites the earlier part's log."""
-    if not resume:
-        return ""
-    n = 1
-    while (run_dir / "logs" / f"resume-{n}").exists():
-        n += 1
-    return f"resume-{n}"
 
 
 def _write_summary(run_dir: Path, module, wall_s: float, parameter_count, resume: bool) -> None:
