@@ -237,7 +237,8 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_outputs(tmp_path, kill_at):
     before = sorted(p.stem for p in paths).index(kill_at)  # items before it, in the script's (sorted) order
     assert len(list(out.glob("*.out"))) == before
     subprocess.run([sys.executable, str(script), str(paths[0].parent), str(out)], check=True)
-    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and STATE_DIR not in p.parts)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                   if p.is_file() and STATE_DIR not in p.parts)
     ref_files = sorted(str(p.relative_to(reference)) for p in reference.rglob("*")
                        if p.is_file() and STATE_DIR not in p.parts)
     assert files == ref_files

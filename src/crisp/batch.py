@@ -199,8 +199,8 @@ def _differences(before: dict, after: dict) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 # the output folder
 # ------------------------------------------------------------------------------------------------
-def check_output_folder(out_dir: Path, items: Sequence[Item], input_dirs: Iterable[str | os.PathLike[str]] = ()
-                        ) -> None:
+def check_output_folder(out_dir: Path, items: Sequence[Item],
+                        input_dirs: Iterable[str | os.PathLike[str]] = ()) -> None:
     """Refuse an output folder that is a file, not writable, an input folder, or holds an input.
 
     No verb writes into, or over, its own inputs: the output folder may not be a folder the inputs
