@@ -82,3 +82,46 @@ def test_evaluate_folder_and_cli(tmp_path):
     assert [r["micrograph"] for r in data["per_micrograph"]] == ["a", "b"]
     (probs / "b.mrc").unlink()
     assert main(["evaluate", str(probs), str(ds)]) == 2
+
+
+def test_truth_is_foreground_where_nonzero_not_thresholded():
+    # truth stored 0/255 (as an 8-bit mask); prediction thresholded at 0.3
+    truth = np.zeros((3, 4), np.uint8)
+    truth[0, :] = 255                      # 4 foreground pixels
+    pred = np.full((3, 4), 0.1, np.float32)
+    pred[0, :2] = 0.35                     # tp 2
+    pred[0, 2] = 0.29                      # fn (below 0.3)
+    pred[0, 3] = 0.0                       # fn
+    pred[2, 0] = 0.3                       # fp (p >= threshold is foreground)
+    table, pooled = pixel_metrics({"m": pred}, {"m": truth}, threshold=0.3)
+    row = table.iloc[0]
+    assert (row.tp, row.fp, row.fn, row.tn) == (2, 1, 2, 7)
+    assert pooled["iou"] == pytest.approx(2 / 5)
+    assert pooled["precision"] == pytest.approx(2 / 3)
+    assert pooled["recall"] == pytest.approx(2 / 4)
+
+
+@pytest.mark.parametrize("threshold", [0.0, -1.0, 1.0, 2.0, float("nan"), float("inf")])
+def test_threshold_outside_open_unit_interval_is_an_error(threshold):
+    # before the fix, threshold 0 thresholded the truth too (IoU 1.0) and 2 gave IoU 1.0 by zero division
+    preds, truths = _case()
+    with pytest.raises(CrispError, match="between 0 and 1"):
+        pixel_metrics(preds, truths, threshold=threshold)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "2", "nan"])
+def test_evaluate_cli_refuses_threshold(tmp_path, capsys, value):
+    from crisp.cli import main
+
+    preds, truths = _case()
+    ds, probs = tmp_path / "ds", tmp_path / "probs"
+    for name in preds:
+        write_mrc(ds / "micrographs" / f"{name}.mrc", np.zeros_like(preds[name]), pixel_size=1.0)
+        write_mrc(ds / "masks" / f"{name}.mrc", truths[name])
+        write_mrc(probs / f"{name}.mrc", preds[name], dtype=np.float16)
+    write_split(ds / "split.yaml", Split(train=[], val=[], test=["a", "b"], seed=0))
+    out = tmp_path / "m.json"
+    assert main(["evaluate", str(probs), str(ds), "--threshold", value, "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "--threshold" in err[0]
+    assert not out.exists()

@@ -1,7 +1,9 @@
 """Pixel-level segmentation metrics: IoU, precision, recall, accuracy, F1 (segmentation_models.pytorch).
 
 Predictions are probability maps (or 0/1 masks), binarised at ``threshold`` (``p >= threshold`` is
-foreground, as :func:`segmentation_models_pytorch.metrics.get_stats` does); truths are 0/1 masks.
+foreground), with ``threshold`` strictly between 0 and 1. Truths are masks (0/1 or 0/255): foreground
+is every nonzero pixel, never the prediction threshold (smp's ``get_stats(threshold=...)`` would
+threshold the truth too, so the prediction is binarised here and passed to it already binary).
 Per micrograph metrics use that micrograph's pixels; pooled ("micro") metrics sum the true/false
 positives/negatives over all micrographs first, so large micrographs weigh more.
 Empty cases follow smp's ``zero_division=1.0`` convention (e.g. IoU = 1 when both masks are empty).
@@ -21,13 +23,28 @@ from crisp.errors import CrispError
 METRICS = ("iou", "precision", "recall", "accuracy", "f1")
 
 
+def check_threshold(threshold: float, option: str = "--threshold") -> float:
+    """``threshold`` as a float; anything but a number strictly between 0 and 1 is a :class:`CrispError`.
+
+    At 0 every pixel is foreground and at 1 (or above) none is, so such a threshold cannot score a
+    segmentation; NaN and infinities are refused as well.
+    """
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise CrispError(f"{option} must be a number in (0, 1) (got {threshold!r})") from None
+    if not (0.0 < value < 1.0):  # also False for NaN
+        raise CrispError(f"{option} must be strictly between 0 and 1 (got {threshold!r})")
+    return value
+
+
 def _stats(pred: np.ndarray, truth: np.ndarray, threshold: float):
     import segmentation_models_pytorch as smp
     import torch
 
-    output = torch.from_numpy(np.ascontiguousarray(pred, dtype=np.float32))[None, None]
-    target = torch.from_numpy((np.asarray(truth) > 0).astype(np.int64))[None, None]
-    return smp.metrics.get_stats(output, target, mode="binary", threshold=threshold)
+    output = torch.from_numpy((np.asarray(pred, dtype=np.float32) >= threshold).astype(np.int64))[None, None]
+    target = torch.from_numpy((np.asarray(truth) != 0).astype(np.int64))[None, None]
+    return smp.metrics.get_stats(output, target, mode="binary", threshold=None)
 
 
 def _scores(tp, fp, fn, tn, reduction):
@@ -47,9 +64,10 @@ def pixel_metrics(pred_masks: Mapping[str, np.ndarray], true_masks: Mapping[str,
     pred_masks
         Name -> predicted probability map or 0/1 mask ``[H, W]``.
     true_masks
-        Name -> true 0/1 mask of the same shape; every predicted name must be present.
+        Name -> true mask of the same shape (foreground: nonzero, e.g. 0/1 or 0/255); every
+        predicted name must be present.
     threshold
-        Foreground where ``pred >= threshold``.
+        Foreground where ``pred >= threshold``; strictly between 0 and 1 (else :class:`CrispError`).
 
     Returns
     -------
@@ -61,6 +79,7 @@ def pixel_metrics(pred_masks: Mapping[str, np.ndarray], true_masks: Mapping[str,
     """
     import torch
 
+    threshold = check_threshold(threshold)
     names = sorted(pred_masks)
     if not names:
         raise CrispError("no predictions to evaluate")
@@ -97,6 +116,7 @@ def evaluate_folder(prob_dir: str | os.PathLike[str], dataset_dir: str | os.Path
     from crisp.dataset import DatasetFolder, read_split
     from crisp.io.micrographs import read_micrograph
 
+    threshold = check_threshold(threshold)
     prob_dir = Path(prob_dir)
     if not prob_dir.is_dir():
         raise CrispError("probability-map folder not found", prob_dir)
