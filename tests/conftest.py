@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -20,3 +21,26 @@ def real_data_dir() -> Path:
     if not (REAL_DATA / "images").is_dir():
         pytest.skip("real development data (../shared/data/empiar10017-dev) is absent")
     return REAL_DATA
+
+
+@dataclass(frozen=True)
+class TinyDemo:
+    """A tiny ``crisp demo`` project made once per session and the lines its first run printed."""
+
+    project: Path
+    lines: list[str]
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> TinyDemo:
+    """One tiny demo project per test session, shared by tests/test_demo.py and tests/test_report_cli.py.
+
+    Tests may rerun the demo on it (every stage is then skipped) but must not change its outputs;
+    a test that needs to change a project makes its own.
+    """
+    from crisp.workflow.demo import run_demo
+
+    project = tmp_path_factory.mktemp("tiny-demo") / "project"
+    lines: list[str] = []
+    run_demo(project, echo=lines.append, tiny=True, progress=False)
+    return TinyDemo(project, lines)

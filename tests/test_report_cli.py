@@ -7,20 +7,13 @@ from pathlib import Path
 import pytest
 
 from crisp.cli import main
-from crisp.workflow.demo import run_demo
 from crisp.workflow.report_builder import build_report, find_runs
 
 
-def tiny_project(tmp_path_factory) -> Path:
-    """The session's tiny demo project (made once; tests/test_demo.py shares it through the path)."""
-    project = tmp_path_factory.getbasetemp() / "tiny-demo"
-    run_demo(project, tiny=True, progress=False, echo=lambda _: None)
-    return project
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    return tiny_project(tmp_path_factory)
+@pytest.fixture
+def project(tiny_demo) -> Path:
+    """The session's tiny demo project (tests/conftest.py)."""
+    return tiny_demo.project
 
 
 def _images(page: Path) -> list[str]:
