@@ -251,3 +251,82 @@ def test_cli_tune_from_run_directory_segments_the_subset(maps_and_truth, tmp_pat
     assert main(["tune-picker", str(run), str(dataset), "-o", str(run / "picker.yaml"), "--finders",
                  "grid-nms"]) == 0
     assert len(calls) == 1
+
+
+def test_tune_picker_on_maps_marking_no_particle(maps_and_truth, tmp_path):
+    # a network trained for one epoch gives maps without any candidate; before the fix the edge-margin
+    # search died with pandas' "No objects to concatenate"
+    _, truth = maps_and_truth
+    zeros = {name: np.zeros((256, 320), np.float32) for name in NAMES}
+    with pytest.raises(CrispError, match="mark no particle") as err:
+        tune_picker(zeros, truth, DIAMETER, finders=["grid-nms"], progress=False, source=tmp_path / "maps")
+    assert err.value.path == str(tmp_path / "maps")
+
+
+def _messages(stderr: str) -> list[str]:
+    """The lines of stderr other than tqdm progress bars."""
+    import re
+
+    return [line for line in stderr.strip().splitlines() if not re.match(r"^[\w -]+:\s+\d+%\|", line)]
+
+
+def _one_map_folder(tmp_path, maps):
+    folder = tmp_path / "maps"
+    write_mrc(folder / f"{NAMES[0]}.mrc", maps[NAMES[0]], pixel_size=2.0, dtype=np.float16)
+    picker = tmp_path / "picker.yaml"
+    save_yaml(picker, PickerConfig(finder="grid-nms", diameter_px=DIAMETER))
+    return folder, picker
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".jpg"])
+def test_pick_checks_map_size_against_image_micrographs(maps_and_truth, tmp_path, capsys, suffix):
+    # before the fix only MRC micrographs were checked: a PNG/TIFF/JPG of another size got picks
+    # outside the image, exit 0
+    from PIL import Image
+
+    maps, _ = maps_and_truth
+    folder, picker = _one_map_folder(tmp_path, maps)   # map 320 x 256 px
+    mics = tmp_path / "mics"
+    mics.mkdir()
+    Image.fromarray(np.zeros((128, 160), np.uint8)).save(mics / f"{NAMES[0]}{suffix}")  # 160 x 128 px
+    out = tmp_path / "picks"
+    argv = ["pick", str(folder), "-o", str(out), "--picker", str(picker), "--micrographs", str(mics)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+    assert f"{NAMES[0]}.mrc" in err[0] and f"{NAMES[0]}{suffix}" in err[0] and "160 x 128" in err[0]
+    assert not list(out.glob("*.star"))
+    # the same micrograph at the map's size is accepted
+    Image.fromarray(np.zeros((256, 320), np.uint8)).save(mics / f"{NAMES[0]}{suffix}")
+    assert main(argv) == 0
+
+
+def test_pick_refuses_a_micrograph_given_as_probability_map(tmp_path, capsys):
+    # a raw float32 micrograph (negative values) gave 0 picks without a word before the fix
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "mics_not_maps"
+    write_mrc(folder / "m.mrc", rng.normal(0, 1, (128, 128)).astype(np.float32), pixel_size=2.0)
+    picker = tmp_path / "picker.yaml"
+    save_yaml(picker, PickerConfig(finder="grid-nms", diameter_px=DIAMETER))
+    assert main(["pick", str(folder), "-o", str(tmp_path / "p"), "--picker", str(picker)]) == 2
+    err = _messages(capsys.readouterr().err)
+    assert len(err) == 1 and err[0].startswith(f"error: {folder / 'm.mrc'}:")
+    assert "does not look like a probability map" in err[0] and "crisp segment" in err[0]
+    with pytest.raises(CrispError, match="values span"):
+        pick_maps({"m": rng.normal(0, 1, (64, 64))}, DIAMETER, "grid-nms")
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--threshold", "nan"), ("--threshold", "inf"), ("--threshold", "-0.5"), ("--threshold", "1.5"),
+    ("--border-fraction", "nan"), ("--border-fraction", "inf"), ("--box-size", "nan"),
+    ("--box-size", "-4"), ("--box-size", "0"),
+])
+def test_pick_refuses_non_finite_or_out_of_range_numbers(maps_and_truth, tmp_path, capsys, option, value):
+    # before the fix `--threshold nan` gave 0 picks with exit 0
+    maps, _ = maps_and_truth
+    folder, picker = _one_map_folder(tmp_path, maps)
+    out = tmp_path / "picks"
+    assert main(["pick", str(folder), "-o", str(out), "--picker", str(picker), option, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and option in err[0]
+    assert not out.exists()

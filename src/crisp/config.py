@@ -7,6 +7,7 @@ as a :class:`~crisp.errors.CrispError` naming the file and the field.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,13 +52,77 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CrispError("file not found", path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise CrispError(f"not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                         "save it as UTF-8", path) from None
     except yaml.YAMLError as err:
-        raise CrispError(f"not valid YAML ({err})", path) from None
+        raise CrispError(f"not valid YAML: {_yaml_problem(err)}", path) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise CrispError("expected a YAML mapping at the top level", path)
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line from a PyYAML error: the problem and where (line and column counted from 1)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
+def check_number(value: float | None, option: str, *, gt: float | None = None, ge: float | None = None,
+                 lt: float | None = None, le: float | None = None) -> float | None:
+    """A finite number within the given bounds, else a :class:`CrispError` naming ``option``.
+
+    ``None`` (an option not given) passes through. NaN and infinities are always refused: command-line
+    parsers accept ``nan`` and ``inf`` as floats, NaN compares False with every bound and ``inf``
+    passes every lower one.
+    """
+    if value is None:
+        return None
+    bounds = [f"> {gt:g}" if gt is not None else "", f">= {ge:g}" if ge is not None else "",
+              f"< {lt:g}" if lt is not None else "", f"<= {le:g}" if le is not None else ""]
+    wanted = f"a finite number {' and '.join(b for b in bounds if b)}".rstrip()
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise CrispError(f"{option} must be {wanted} (got {value!r})") from None
+    ok = (math.isfinite(number) and (gt is None or number > gt) and (ge is None or number >= ge)
+          and (lt is None or number < lt) and (le is None or number <= le))
+    if not ok:
+        raise CrispError(f"{option} must be {wanted} (got {value!r})")
+    return value
+
+
+def check_output(path: str | os.PathLike[str] | None, kind: str = "folder") -> None:
+    """Check early that ``path`` can become an output ``kind`` (``"folder"`` or ``"file"``).
+
+    The path must not be the other kind, and its nearest existing folder must accept new files (a
+    temporary file is created there and removed). ``None`` passes. Raises :class:`CrispError`
+    naming the path, before any work is done.
+    """
+    if path is None:
+        return
+    import tempfile
+
+    path = Path(path)
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise CrispError("is a file; expected a folder to write into", path)
+    if kind == "file" and path.is_dir():
+        raise CrispError("is a folder; expected a file name to write", path)
+    existing = path if kind == "folder" and path.is_dir() else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CrispError(f"cannot be created: {existing} is a file, not a folder", path)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise CrispError(f"cannot be written: {existing} does not accept new files ({err.strerror})",
+                         path) from None
 
 
 def load_config(model: type[T], path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> T:

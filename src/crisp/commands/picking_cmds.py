@@ -63,6 +63,10 @@ def register(app: typer.Typer) -> None:
         """Choose the centre finder and its parameters by box mAP on validation micrographs."""
         import pandas as pd
 
+        from crisp.config import check_number, check_output
+
+        check_number(diameter, "--diameter", gt=0)
+        check_output(output, "file")
         from crisp.dataset import DatasetFolder, dataset_diameter_px
         from crisp.io.coordinates import read_coordinates
         from crisp.io.micrographs import median_pixel_size
@@ -88,7 +92,8 @@ def register(app: typer.Typer) -> None:
         prob_maps = {name: read_map(maps_dir / f"{name}.mrc") for name in names}
         chosen = [f.strip() for f in finders.split(",") if f.strip()] if finders else None
         config, table = tune_picker(prob_maps, pd.concat(truth, ignore_index=True), diameter, finders=chosen,
-                                    pixel_size=median_pixel_size([maps_dir / f"{n}.mrc" for n in names]))
+                                    pixel_size=median_pixel_size([maps_dir / f"{n}.mrc" for n in names]),
+                                    source=maps_dir)
         yaml_path, csv_path = write_tuning(config, table, output)
         typer.echo(_tuning_summary(table))
         typer.echo(f"best: {config.finder} {config.params}, edge margin {config.border_fraction:g} "
@@ -110,12 +115,18 @@ def register(app: typer.Typer) -> None:
                                          "paths become rlnMicrographName; map sizes are checked."),
         box_size: float = typer.Option(None, "--box-size", help="Box size of .box files in pixels "
                                        "(default: the particle diameter)."),
-        border_fraction: float = typer.Option(None, "--border-fraction", min=0.0, help="Drop picks closer "
+        border_fraction: float = typer.Option(None, "--border-fraction", help="Drop picks closer "
                                               "than this many particle diameters to a micrograph edge "
                                               "(default: the picker's tuned value)."),
     ) -> None:
         """Pick particles in probability maps with a tuned picker."""
+        from crisp.config import check_number, check_output
         from crisp.picking.files import pick_files
+
+        check_number(threshold, "--threshold", ge=0, le=1)
+        check_number(border_fraction, "--border-fraction", ge=0, le=10)
+        check_number(box_size, "--box-size", gt=0)
+        check_output(output, "folder")
         from crisp.picking.tune import load_picker
 
         config = load_picker(picker)
@@ -146,7 +157,17 @@ def register(app: typer.Typer) -> None:
         amplitude_contrast: float = typer.Option(0.1, "--amplitude-contrast", help="Amplitude contrast."),
     ) -> None:
         """Extract particle images into .mrcs stacks with a RELION 3.1+ particles.star."""
+        from crisp.config import check_number, check_output
         from crisp.io.stacks import extract_particles
+
+        check_number(box, "--box", gt=0)
+        check_number(bin_factor, "--bin", ge=1)
+        check_number(threshold, "--threshold")
+        check_number(pixel_size, "--pixel-size", gt=0)
+        check_number(voltage, "--voltage", gt=0)
+        check_number(cs, "--cs", ge=0)
+        check_number(amplitude_contrast, "--amplitude-contrast", ge=0, lt=1)
+        check_output(output, "folder")
 
         table, picker_yaml = _read_picks(picks)
         if threshold is None and picker_yaml is not None:

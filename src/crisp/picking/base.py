@@ -8,6 +8,7 @@ and the particle diameter in pixels into a picks table: a :class:`pandas.DataFra
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,10 +81,33 @@ def drop_near_border(picks: pd.DataFrame, shape: tuple[int, int], distance_px: f
     return picks[edge >= distance_px].reset_index(drop=True)
 
 
+RANGE_TOLERANCE = 1e-3
+"""How far a probability map may stray outside [0, 1] (float16 rounding) before it is refused."""
+
+
+def check_probability_range(prob_map: np.ndarray, path: str | os.PathLike[str] | None = None) -> None:
+    """Refuse an array whose values are not probabilities (outside [0, 1] by more than
+    :data:`RANGE_TOLERANCE`), e.g. a micrograph given where ``crisp segment``'s map was expected.
+
+    Raises
+    ------
+    CrispError
+        Naming ``path`` (when given) and the range of values found.
+    """
+    arr = np.asarray(prob_map)
+    if arr.size == 0:
+        return
+    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+    if lo < -RANGE_TOLERANCE or hi > 1.0 + RANGE_TOLERANCE:
+        raise CrispError(f"does not look like a probability map: values span {lo:.4g}..{hi:.4g} "
+                         "(expected 0..1); give the output of crisp segment", path)
+
+
 def check_map(prob_map: np.ndarray, diameter_px: float) -> np.ndarray:
     """Validate a probability map and the diameter; return the map as float32 clipped to [0, 1].
 
-    A map whose maximum exceeds 1 (e.g. 0..255 images) is divided by its maximum first.
+    Values outside [0, 1] (beyond :data:`RANGE_TOLERANCE`), NaN and infinities are a
+    :class:`CrispError`: a micrograph or a 0..255 image is not a probability map.
     """
     arr = np.asarray(prob_map)
     if arr.ndim != 2:
@@ -93,9 +117,7 @@ def check_map(prob_map: np.ndarray, diameter_px: float) -> np.ndarray:
     arr = arr.astype(np.float32, copy=False)
     if not np.all(np.isfinite(arr)):
         raise CrispError("the probability map contains NaN or infinite values")
-    top = float(arr.max()) if arr.size else 0.0
-    if top > 1.0:
-        arr = arr / top
+    check_probability_range(arr)
     return np.clip(arr, 0.0, 1.0)
 
 

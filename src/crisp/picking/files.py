@@ -9,8 +9,15 @@ Layout written under ``PICKS_DIR``::
 
 Coordinates are pixels of the original micrograph (probability maps have its size): x = column,
 y = row. Every candidate keeps its score, so a threshold can be applied later (``crisp extract
---threshold``); ``threshold`` here drops candidates scoring below it at picking time. A rerun
-skips micrographs whose coordinate file exists; the index is written last.
+--threshold``); ``threshold`` here drops candidates scoring below it at picking time.
+
+Picking runs on the batch engine (:mod:`crisp.batch`, verb ``pick``; its manifest
+``crisp-batch.json`` and records ``.crisp-batch/`` sit beside the picks): one item per map, whose
+outputs are all its coordinate files, written from one in-memory table. A rerun skips micrographs
+done with the same settings (:func:`pick_settings`), refuses other settings naming the one that
+differs (unless ``overwrite``), and redoes a micrograph whose map changed. ``picker.yaml`` and the
+index are written after the batch, the index from the records of every micrograph done in the
+folder (so shards of one work list give one index).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from crisp.batch import Item, Staging, read_records, run_batch
 from crisp.config import save_yaml
 from crisp.errors import CrispError
 from crisp.picking.base import SCORE, drop_near_border
@@ -30,15 +38,19 @@ from crisp.picking.tune import PickerConfig
 NAME = "rlnMicrographName"
 FORMAT_FOLDERS = {"box": ("box", ".box"), "txt": ("topaz", ".txt"), "csv": ("cryoppp", ".csv")}
 PICK_FORMATS = ("star", "box", "txt", "csv")
+STAR_SUFFIX = "_autopick.star"
+INDEX_NAME = "autopick.star"
 
 
 @dataclass
 class PickResult:
-    """What :func:`pick_files` did: the index, picks per micrograph, micrographs resumed."""
+    """What :func:`pick_files` did: the index, picks per micrograph of this run's work list,
+    micrographs done before (skipped), micrographs that failed (name -> error)."""
 
     index_path: Path
     per_micrograph: dict[str, int] = field(default_factory=dict)
     skipped_existing: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_picks(self) -> int:
@@ -65,10 +77,14 @@ def list_maps(source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]])
 
 
 def read_map(path: str | os.PathLike[str]):
-    """Read one probability map (float32 array, [row, column])."""
+    """Read one probability map (float32 array, [row, column]); values outside [0, 1] (a micrograph
+    given instead of ``crisp segment``'s map) are a :class:`CrispError` naming the file."""
     from crisp.io.micrographs import read_micrograph
+    from crisp.picking.base import check_probability_range
 
-    return read_micrograph(path).data
+    data = read_micrograph(path).data
+    check_probability_range(data, path)
+    return data
 
 
 def _micrograph_names(maps: list[Path], micrographs: str | os.PathLike[str] | None) -> dict[str, str]:
@@ -92,16 +108,11 @@ def _micrograph_names(maps: list[Path], micrographs: str | os.PathLike[str] | No
 
 
 def _check_shape(prob_shape: tuple[int, int], micrograph: str, map_path: Path) -> None:
-    """A probability map must have its micrograph's size (MRC headers only; others unchecked)."""
-    import mrcfile
+    """A probability map must have its micrograph's size (read from the header of any format:
+    MRC, TIFF, PNG, JPG)."""
+    from crisp.io.micrographs import read_micrograph_shape
 
-    if Path(micrograph).suffix.lower() not in (".mrc", ".mrcs"):
-        return
-    try:
-        with mrcfile.open(micrograph, header_only=True, permissive=True) as mrc:
-            shape = (int(mrc.header.ny), int(mrc.header.nx))
-    except (ValueError, OSError, EOFError):
-        return
+    shape = read_micrograph_shape(micrograph)
     if shape != tuple(prob_shape):
         raise CrispError(f"probability map is {prob_shape[1]} x {prob_shape[0]} px but its micrograph "
                          f"{micrograph} is {shape[1]} x {shape[0]} px (maps must be at original size)",
@@ -120,11 +131,74 @@ def map_diameter_px(picker: PickerConfig, path: str | os.PathLike[str]) -> float
     return picker.diameter_px * pixel_size_ratio(picker.pixel_size, read_header_pixel_size(path))
 
 
+def pick_settings(picker: PickerConfig, *, threshold: float | None, formats: Iterable[str],
+                  box_size_px: float | None) -> dict:
+    """Every setting that decides the picks and their files (the batch's settings).
+
+    The finder's parameters are resolved (defaults filled in) and listed one key each
+    (``params.NAME``), so a refused rerun names the parameter that differs.
+    """
+    params = picker.finder_params().model_dump(mode="json")
+    settings = {"finder": picker.finder, **{f"params.{k}": v for k, v in sorted(params.items())},
+                "diameter_px": picker.diameter_px, "pixel_size": picker.pixel_size,
+                "border_fraction": picker.border_fraction, "threshold": threshold,
+                "picker_threshold": picker.threshold, "picker_validation": dict(picker.validation),
+                "formats": sorted(formats), "box_size_px": box_size_px}
+    return settings
+
+
+def _outputs(stem: str, formats: set[str]) -> tuple[str, ...]:
+    """An item's files, relative to ``PICKS_DIR``: the STAR file, then the other formats."""
+    others = [f"{FORMAT_FOLDERS[f][0]}/{stem}{FORMAT_FOLDERS[f][1]}" for f in sorted(formats - {"star"})]
+    return (f"{stem}{STAR_SUFFIX}", *others)
+
+
+def _write_picks(picks: pd.DataFrame, stem: str, name: str, staging: Staging, formats: set[str],
+                 box: float, diameter: float) -> None:
+    """Write one micrograph's picks in every format from the same table (no format is derived
+    from another's rounded text)."""
+    from crisp.io.coordinates import write_autopick, write_coordinates
+
+    star = staging.path(f"{stem}{STAR_SUFFIX}")
+    scratch = star.parent / "star"  # write_autopick's own per-micrograph layout, then just that file
+    write_autopick(picks, scratch, micrograph_paths=[name])
+    os.replace(scratch / f"{stem}{STAR_SUFFIX}", star)
+    for fmt in sorted(formats - {"star"}):
+        folder, suffix = FORMAT_FOLDERS[fmt]
+        write_coordinates(picks, staging.path(f"{folder}/{stem}{suffix}"), fmt,
+                          box_size=box if fmt == "box" else diameter)
+
+
+def write_index(out_dir: str | os.PathLike[str]) -> Path:
+    """Write ``PICKS_DIR/autopick.star`` from the batch records of every micrograph done in the folder.
+
+    Shards of one work list run into one folder therefore give one index of all their micrographs.
+    The coordinate paths are ``out_dir/NAME_autopick.star`` exactly as ``out_dir`` was given (a
+    relative ``out_dir`` given from a RELION project folder gives project-relative paths).
+    """
+    from crisp.io.coordinates import COORDS_FILE, write_star
+
+    out = Path(out_dir)
+    rows = []
+    for stem, record in sorted(read_records(out).items()):
+        if record.get("status") != "done" or not (out / f"{stem}{STAR_SUFFIX}").is_file():
+            continue
+        rows.append({NAME: record["result"]["micrograph"], COORDS_FILE: str(out / f"{stem}{STAR_SUFFIX}")})
+    index = pd.DataFrame(rows, columns=[NAME, COORDS_FILE])
+    return write_star({"coordinate_files": index}, out / INDEX_NAME)
+
+
 def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                out_dir: str | os.PathLike[str], picker: PickerConfig, *, threshold: float | None = None,
                formats: Iterable[str] = ("star",), micrographs: str | os.PathLike[str] | None = None,
-               box_size_px: float | None = None, progress: bool = True) -> PickResult:
+               box_size_px: float | None = None, progress: bool = True, overwrite: bool = False,
+               keep_going: bool = False, shard: tuple[int, int] | None = None,
+               input_dirs: Iterable[str | os.PathLike[str]] = ()) -> PickResult:
     """Pick particles in probability maps and write RELION AutoPick files (module docstring).
+
+    Runs on the batch engine (:func:`crisp.batch.run_batch`, verb ``pick``): one item per map,
+    whose outputs are its coordinate files in every format asked for; the settings are
+    :func:`pick_settings`. ``picker.yaml`` and the index are written after the batch.
 
     Parameters
     ----------
@@ -132,7 +206,7 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
         Folder of ``NAME.mrc`` foreground-probability maps at the micrographs' original size, a
         file, or a list of files.
     out_dir
-        ``PICKS_DIR``.
+        ``PICKS_DIR``. It may not be the maps' or the micrographs' folder.
     picker
         The finder, its parameters, the particle diameter and the edge margin (from ``crisp
         tune-picker``); the diameter is rescaled to each map's pixel size (:func:`map_diameter_px`)
@@ -149,14 +223,28 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
         particle diameter.
     progress
         Show a progress bar.
+    overwrite
+        Recompute every micrograph, also when ``out_dir`` holds picks of other settings (without
+        it, other settings are refused naming the setting that differs).
+    keep_going
+        Go on after a micrograph fails (they are listed at the end); default: stop at the first.
+    shard
+        ``(I, N)``: pick only the I-th of N shares of the maps (:func:`crisp.batch.select_shard`).
+    input_dirs
+        Further folders the inputs came from (``out_dir`` may not be one of them).
 
     Returns
     -------
     PickResult
-    """
-    from tqdm import tqdm
 
-    from crisp.io.coordinates import micrograph_stem, read_coordinates, write_autopick, write_coordinates
+    Raises
+    ------
+    CrispError
+        Bad inputs, other settings in ``out_dir`` without ``overwrite``, or failed micrographs.
+    """
+    from crisp.io.coordinates import micrograph_stem
+    from crisp.picking.base import check_probability_range
+    from crisp.picking.registry import get_finder
 
     formats = {f.strip().lower() for f in formats if f.strip()} | {"star"}
     unknown = sorted(formats - set(PICK_FORMATS))
@@ -165,42 +253,43 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
                          f"(choose from {', '.join(PICK_FORMATS)})")
     maps = list_maps(prob_maps)
     names = _micrograph_names(maps, micrographs)
-    spec_params = picker.finder_params()
-    from crisp.picking.registry import get_finder
+    if micrographs is not None:  # every size checked from the headers before anything is written
+        from crisp.io.micrographs import read_micrograph_shape
 
+        for path in maps:
+            _check_shape(read_micrograph_shape(path), names[micrograph_stem(path)], path)
+    spec_params = picker.finder_params()
     finder = get_finder(picker.finder)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    result = PickResult(index_path=out / "autopick.star")
-    frames = []
-    for path in tqdm(maps, desc="pick", unit="mic", disable=not progress):
+    settings = pick_settings(picker, threshold=threshold, formats=formats, box_size_px=box_size_px)
+    items = []
+    for path in maps:
         stem = micrograph_stem(path)
+        inputs = (path,) if micrographs is None else (path, Path(names[stem]))
+        items.append(Item(stem, inputs=inputs, outputs=_outputs(stem, formats), data=path))
+
+    def pick_one(item: Item, staging: Staging) -> dict:
+        path, stem = item.data, item.name
         diameter = map_diameter_px(picker, path)
         box = float(box_size_px) if box_size_px is not None else round(diameter)
-        star_path = out / f"{stem}_autopick.star"
-        if star_path.is_file():
-            picks = read_coordinates(star_path, micrograph_name=names[stem])
-            picks[NAME] = names[stem]
-            result.skipped_existing += 1
-        else:
-            prob = read_map(path)
-            if micrographs is not None:
-                _check_shape(prob.shape, names[stem], path)
-            picks = drop_near_border(finder.function(prob, diameter, spec_params), prob.shape,
-                                     picker.border_fraction * diameter)
-            if threshold is not None:
-                picks = picks[picks[SCORE] >= threshold].reset_index(drop=True)
-            picks.insert(0, NAME, names[stem])
-            write_coordinates(picks, star_path)
-        for fmt in sorted(formats - {"star"}):
-            folder, suffix = FORMAT_FOLDERS[fmt]
-            target = out / folder / f"{stem}{suffix}"
-            if not target.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                write_coordinates(picks, target, fmt, box_size=box if fmt == "box" else diameter)
-        result.per_micrograph[stem] = len(picks)
-        frames.append(picks)
-    all_picks = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({NAME: []})
+        prob = read_map(path)
+        check_probability_range(prob, path)
+        picks = drop_near_border(finder.function(prob, diameter, spec_params), prob.shape,
+                                 picker.border_fraction * diameter)
+        if threshold is not None:
+            picks = picks[picks[SCORE] >= threshold].reset_index(drop=True)
+        picks.insert(0, NAME, names[stem])
+        _write_picks(picks, stem, names[stem], staging, formats, box, diameter)
+        return {"micrograph": names[stem], "n_picks": len(picks)}
+
+    folders = [*input_dirs, *(p for p in (prob_maps, micrographs)
+                              if isinstance(p, (str, os.PathLike)) and Path(p).is_dir())]
+    out = Path(out_dir)
+    batch = run_batch("pick", items, pick_one, out, settings, overwrite=overwrite, keep_going=keep_going,
+                      progress=progress, shard=shard, input_dirs=folders)
     save_yaml(out / "picker.yaml", picker)
-    write_autopick(all_picks, out, micrograph_paths=[names[micrograph_stem(p)] for p in maps])
+    result = PickResult(index_path=write_index(out), skipped_existing=len(batch.skipped),
+                        failed=dict(batch.failed))
+    result.per_micrograph = {name: int(batch.records[name]["n_picks"]) for name in batch.names
+                             if name in batch.records}
+    batch.raise_failures()
     return result

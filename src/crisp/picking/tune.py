@@ -114,10 +114,15 @@ def _grid_settings(finder: str, grid: Mapping[str, list[Any]] | None) -> list[di
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
+def _max_value(prob_maps: Mapping[str, np.ndarray]) -> float:
+    return max((float(np.max(p)) for p in prob_maps.values() if np.size(p)), default=0.0)
+
+
 def tune_picker(prob_maps: Mapping[str, np.ndarray], truth: pd.DataFrame, diameter_px: float,
                 finders: list[str] | None = None, grids: Mapping[str, Mapping[str, list[Any]]] | None = None,
                 progress: bool = True, pixel_size: float | None = None,
-                border_fractions: Sequence[float] = BORDER_FRACTIONS) -> tuple[PickerConfig, pd.DataFrame]:
+                border_fractions: Sequence[float] = BORDER_FRACTIONS,
+                source: str | os.PathLike[str] | None = None) -> tuple[PickerConfig, pd.DataFrame]:
     """Choose the finder and parameters that maximise box mAP on validation maps, then the edge margin.
 
     Parameters
@@ -141,6 +146,8 @@ def tune_picker(prob_maps: Mapping[str, np.ndarray], truth: pd.DataFrame, diamet
     border_fractions
         Edge exclusions (fractions of the diameter) tried on the best setting's picks; ``(0,)``
         or empty: none.
+    source
+        Where the maps came from (their folder), named in errors about the maps.
 
     Returns
     -------
@@ -156,8 +163,8 @@ def tune_picker(prob_maps: Mapping[str, np.ndarray], truth: pd.DataFrame, diamet
 
     if not prob_maps:
         raise CrispError("no probability maps to tune the picker on")
-    if diameter_px <= 0:
-        raise CrispError(f"particle diameter must be positive (got {diameter_px})")
+    if not (np.isfinite(diameter_px) and diameter_px > 0):
+        raise CrispError(f"particle diameter must be a positive number of pixels (got {diameter_px})")
     finders = list(finders or available_finders())
     grids = dict(grids or {})
     unknown = sorted(set(grids) - set(finders))
@@ -185,12 +192,17 @@ def tune_picker(prob_maps: Mapping[str, np.ndarray], truth: pd.DataFrame, diamet
                      "seconds": round(seconds, 4)})
         if best is None or metrics["mAP"] > best["mAP"]:  # ties: the first tried, as np.argmax below
             best, best_picks = rows[-1], picks
+    if all(row["n_picks"] == 0 for row in rows):
+        raise CrispError(f"the probability maps mark no particle: no finder setting found a candidate on "
+                         f"{len(prob_maps)} map(s) (maximum value {_max_value(prob_maps):.3g}); is the "
+                         "network trained (more epochs), and are these the maps of this dataset?", source)
     margins = sorted({float(f) for f in border_fractions if f > 0})
     if margins:
         shapes = {name: np.shape(prob) for name, prob in prob_maps.items()}
         for fraction in margins:
-            kept = pd.concat([drop_near_border(group, shapes[name], fraction * diameter_px)
-                              for name, group in best_picks.groupby(NAME, sort=False)], ignore_index=True)
+            groups = [drop_near_border(group, shapes[name], fraction * diameter_px)
+                      for name, group in best_picks.groupby(NAME, sort=False)]
+            kept = pd.concat(groups, ignore_index=True) if groups else best_picks
             metrics = box_map(kept, truth, diameter_px)
             rows.append({**{k: best[k] for k in best if k not in metric_keys}, "border_fraction": fraction,
                          **{k: metrics[k] for k in metric_keys}})
