@@ -119,7 +119,12 @@ def register(app: typer.Typer) -> None:
         no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
     ) -> None:
         """Write a float16 foreground-probability map (MRC) per micrograph, at the original size."""
+        from crisp.config import check_number, check_output
         from crisp.predict import segment_files
+
+        check_number(batch_size, "--batch-size", ge=1)
+        check_number(pixel_size, "--pixel-size", gt=0)
+        check_output(output, "folder")
 
         runs = [run_dir, *(ensemble or [])]
         written = segment_files(runs, micrographs, output, overwrite=overwrite, batch_size=batch_size,
@@ -136,7 +141,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pixel IoU, precision, recall, accuracy and F1 of probability maps against true masks."""
         from crisp.atomic import write_text_atomic
-        from crisp.metrics.pixel import evaluate_folder
+        from crisp.config import check_output
+        from crisp.metrics.pixel import check_threshold, evaluate_folder
+
+        check_threshold(threshold)
+        check_output(output, "file")
 
         table, pooled = evaluate_folder(prob_dir, dataset, subset=subset, threshold=threshold)
         cols = ["micrograph", "iou", "precision", "recall", "accuracy", "f1"]
