@@ -81,12 +81,24 @@ def register(app: typer.Typer) -> None:
         prefix: str | None = typer.Option(None, "--prefix", help="Micrograph name prefix (synth)."),
         preview: bool = typer.Option(True, "--preview/--no-preview", help="Write preview.png of the "
                                      "first micrograph (mask outline, true centres, instances)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Recompute every micrograph, also "
+                                       "those OUT holds from other settings."),
+        keep_going: bool = typer.Option(False, "--keep-going", help="Go on with the other micrographs "
+                                        "when one fails (exit 2 at the end, listing the failures)."),
+        shard: str | None = typer.Option(None, "--shard", help="I/N: make only the I-th of N shares of "
+                                         "the micrographs (e.g. one cluster job each)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
-        """Simulate micrographs with pixel-level labels and true coordinates (a dataset folder)."""
+        """Simulate micrographs with pixel-level labels and true coordinates (a dataset folder).
+
+        A rerun skips the micrographs already made with the same settings (all but --count) and
+        refuses other settings unless --overwrite.
+        """
+        from crisp.batch import parse_shard
         from crisp.config import read_yaml
         from crisp.simulate import make_config, simulate_dataset
 
+        shard_spec = parse_shard(shard)
         values: dict = {}
         if config is not None:
             values = read_yaml(config)
@@ -112,7 +124,8 @@ def register(app: typer.Typer) -> None:
         }
         values.update({k: v for k, v in options.items() if v is not None})
         cfg = make_config(preset, **values)
-        names = simulate_dataset(out, cfg, progress=not quiet, preview=preview)
+        names = simulate_dataset(out, cfg, progress=not quiet, preview=preview, overwrite=overwrite,
+                                 keep_going=keep_going, shard=shard_spec)
         typer.echo(f"{len(names)} micrographs in {out} ({cfg.width_px} x {cfg.height_px} px, "
                    f"{cfg.pixel_size} Å/px, seed {cfg.seed})")
 
