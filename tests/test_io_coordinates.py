@@ -88,11 +88,11 @@ def _picks(names=("mic_001", "mic_002"), n=4, seed=0):
     return pd.DataFrame(rows)
 
 
-def _same(a, b, columns=("rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY")):
+def _same(a, b, columns=("rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY"), atol=1e-6):
     key = list(columns)
     a = a[key].sort_values(key).reset_index(drop=True)
     b = b[key].sort_values(key).reset_index(drop=True)
-    pd.testing.assert_frame_equal(a, b, check_dtype=False, atol=1e-6)
+    pd.testing.assert_frame_equal(a, b, check_dtype=False, atol=atol, rtol=0)
 
 
 def _fails(match, func, *args, path=None, **kwargs):
@@ -267,12 +267,17 @@ def test_box_round_trip_and_hand_case(tmp_path):
     assert df["rlnMicrographName"].tolist() == ["mic_001", "mic_001"]
     picks = _picks(("mic_001",))
     path = write_coordinates(picks, tmp_path / "out.box", box_size=51)
-    first = path.read_text().splitlines()[0].split("\t")
-    assert first[2:] == ["51", "51"]
-    assert float(first[0]) == pytest.approx(picks["rlnCoordinateX"][0] - 25.5)
+    lines = [line.split("\t") for line in path.read_text().splitlines()]
+    # integer corners (RELION reads .box with sscanf("%d")): the whole corner nearest centre - size / 2
+    assert all(field.lstrip("-").isdigit() for line in lines for field in line)
+    assert lines[0][2:] == ["51", "51"]
+    assert int(lines[0][0]) == picks["rlnCoordinateX"][0] - 25.25  # x = k + 0.25: corner k - 25
+    assert int(lines[0][1]) == picks["rlnCoordinateY"][0] - 25.5  # y = k + 0.5: corner k - 25
     back = read_coordinates(path, micrograph_name="mic_001")
-    _same(back, picks)
+    _same(back, picks, atol=0.5)  # a .box centre is within half a pixel
+    np.testing.assert_allclose(back["rlnCoordinateX"] - picks["rlnCoordinateX"], 0.25)
     assert back.attrs["box_size_px"] == 51
+    _fails("whole number of pixels", write_coordinates, picks, tmp_path / "half.box", box_size=50.5)
     write_coordinates(back, tmp_path / "again.box")  # the box size travels with the table
     assert (tmp_path / "again.box").read_text() == path.read_text()
 
@@ -509,7 +514,8 @@ def test_convert_library_folder_to_autopick(tmp_path):
     written = convert_coordinates(src, tmp_path / "AutoPick", micrograph_shape=(4096, 4096), flip=True)
     assert [p.name for p in written] == ["autopick.star", "mic_001_autopick.star", "mic_002_autopick.star"]
     back = read_autopick(written[0])
-    _same(flip_y(back, 4096), _picks(("mic_001",)).pipe(lambda d: pd.concat([d, _picks(("mic_002",))])))
+    _same(flip_y(back, 4096), _picks(("mic_001",)).pipe(lambda d: pd.concat([d, _picks(("mic_002",))])),
+          atol=0.5)  # through .box: integer corners
 
 
 def test_real_coordinates_and_images_match(real_data_dir):
@@ -534,11 +540,11 @@ _positions = st.lists(st.tuples(st.integers(0, 8_000_000), st.integers(0, 8_000_
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(positions=_positions, box=st.integers(2, 400))
 def test_text_formats_round_trip_any_positions(tmp_path, positions, box):
-    # positions on a 1/1000 pixel grid: every format keeps three decimals
+    # positions on a 1/1000 pixel grid: every format keeps three decimals, .box whole corners
     xy = np.asarray(positions, dtype=float) / 1000
     picks = _picks(("mic_001",), n=len(xy)).assign(rlnCoordinateX=xy[:, 0], rlnCoordinateY=xy[:, 1])
-    for name in ("p.star", "p.box", "p.txt", "p.csv"):
+    for name, atol in (("p.star", 1e-6), ("p.box", 0.5), ("p.txt", 1e-6), ("p.csv", 1e-6)):
         back = read_coordinates(write_coordinates(picks, tmp_path / name, box_size=box),
                                 micrograph_name="mic_001")
-        np.testing.assert_allclose(back[["rlnCoordinateX", "rlnCoordinateY"]], xy, atol=1e-6)
+        np.testing.assert_allclose(back[["rlnCoordinateX", "rlnCoordinateY"]], xy, atol=atol, rtol=0)
     np.testing.assert_allclose(flip_y(flip_y(picks, 4096), 4096)["rlnCoordinateY"], xy[:, 1], atol=1e-9)
