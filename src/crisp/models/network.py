@@ -6,9 +6,10 @@
 * ``refined``: the CRF's output (log-probabilities, usable as logits) or ``logits`` without a CRF;
 * ``decoder``: the decoder feature map upsampled to ``H x W`` (only when the CRF uses it).
 
-The CRF's guide is the input patch itself for ``kind="crf"`` (already normalised), the CNN logits
-for ``kind="cd-crf"`` with ``feature_source="logits"``, and the decoder features for
-``feature_source="decoder"``. Gradients flow through the guide (end-to-end training).
+The CRF kind (:data:`crisp.models.crf.CRF_KINDS`) chooses the CRF's guide among the input patch
+itself (``kind="crf"``, already normalised), the CNN logits (``kind="cd-crf"`` with
+``feature_source="logits"``) and the decoder features (``feature_source="decoder"``). Gradients flow
+through the guide (end-to-end training).
 
 Decoder features are taken as the input of ``model.segmentation_head`` (a forward pre-hook), which
 every smp architecture has, whatever its encoder/decoder call convention (DPT passes extra tokens).
@@ -19,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from crisp.models.crf.kinds import get_kind
 
 
 class SegmentationNetwork(nn.Module):
@@ -31,7 +34,8 @@ class SegmentationNetwork(nn.Module):
     crf
         A :class:`crisp.models.crf.DenseCRF` or ``None``.
     crf_kind, feature_source
-        The CRF's ``kind`` ("none", "crf", "cd-crf") and ``feature_source`` ("logits", "decoder").
+        The CRF's ``kind`` (a name in :data:`crisp.models.crf.CRF_KINDS`) and ``feature_source``
+        ("logits", "decoder").
     """
 
     def __init__(self, cnn: nn.Module, crf: nn.Module | None = None, crf_kind: str = "none",
@@ -41,13 +45,14 @@ class SegmentationNetwork(nn.Module):
         self.crf = crf
         self.crf_kind = crf_kind if crf is not None else "none"
         self.feature_source = feature_source
+        self._kind = get_kind(self.crf_kind)
         self._decoder_out: torch.Tensor | None = None
         if self.needs_decoder:
             cnn.segmentation_head.register_forward_pre_hook(self._capture)
 
     @property
     def needs_decoder(self) -> bool:
-        return self.crf is not None and self.crf_kind == "cd-crf" and self.feature_source == "decoder"
+        return self.crf is not None and self._kind.needs_decoder(self.feature_source)
 
     def _capture(self, module, args):
         self._decoder_out = args[0]
@@ -60,17 +65,14 @@ class SegmentationNetwork(nn.Module):
         if self.crf is None:
             out["refined"] = logits
             return out
-        if self.crf_kind == "crf":
-            guide = x
-        elif self.needs_decoder:
+        features = None
+        if self.needs_decoder:
             features = self._decoder_out
             self._decoder_out = None
             if features.shape[-2:] != x.shape[-2:]:
                 features = F.interpolate(features, size=x.shape[-2:], mode="bilinear", align_corners=False)
             out["decoder"] = features
-            guide = features
-        else:
-            guide = logits
+        guide = self._kind.select_guide(self.feature_source, image=x, logits=logits, decoder=features)
         out["refined"] = self.crf(logits, guide)
         return out
 
