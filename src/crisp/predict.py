@@ -1,15 +1,15 @@
 """Tiled inference: probability maps of whole micrographs from a patch-based network.
 
-:func:`predict_probabilities` cuts an image into overlapping square patches, runs a model on
-batches of them and blends the outputs with a smooth weight window (a separable squared sine,
-largest at the patch centre, small but strictly positive at the patch edges), divided by the summed
-weights. The image is first padded by reflection (half the overlap on every side, and up to one
-patch for small images), so every pixel is covered with full weight normalisation and the image's
-own border is not attenuated; the result is cropped back to the input size.
+:func:`predict_probabilities` (the one tiler, :mod:`crisp.tiling`, also used by the CRF refinement of
+whole maps) cuts an image into overlapping square patches, runs a model on batches of them and blends
+the outputs with a smooth weight window.
 
-:func:`segment_files` applies a trained run (:mod:`crisp.train`) to micrograph files: each is binned
-and normalised as in training, its foreground probability (softmax class 1 of the refined output)
-is predicted, resampled to the original pixel grid and written as a float16 MRC.
+:func:`segment_files` applies a trained run (:mod:`crisp.run`) to micrograph files, as one batch
+(:func:`crisp.batch.run_batch`, one item per micrograph): each is binned and normalised as in
+training, its foreground probability (softmax class 1 of the refined output) is predicted,
+resampled to the original pixel grid and written as a float16 MRC. The output folder records the
+settings that decide the maps (each run's identity, ``tta``, ``overlap``, ``pixel_size``), so a
+rerun skips what is done and refuses other settings (another or a retrained run) unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -22,84 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from crisp.errors import CrispError
+from crisp.tiling import _starts, blend_window, predict_probabilities  # noqa: F401 - re-exported
 
-
-def blend_window(patch_px: int) -> np.ndarray:
-    """Separable weight window ``w(y) w(x)`` with ``w(i) = sin^2(pi (i + 0.5) / P)``, float64 [P, P]."""
-    i = np.arange(patch_px, dtype=np.float64)
-    w = np.sin(np.pi * (i + 0.5) / patch_px) ** 2
-    return np.outer(w, w)
-
-
-def _starts(length: int, patch_px: int, stride: int) -> list[int]:
-    if length <= patch_px:
-        return [0]
-    starts = list(range(0, length - patch_px, stride))
-    starts.append(length - patch_px)
-    return starts
-
-
-def predict_probabilities(model_fn: Callable, image: np.ndarray, patch: int, overlap: int = 64,
-                          batch_size: int = 8) -> np.ndarray:
-    """Run ``model_fn`` on overlapping patches of ``image`` and blend the outputs.
-
-    Parameters
-    ----------
-    model_fn
-        Maps a float32 torch tensor ``[B, 1, P, P]`` to ``[B, C, P, P]`` (tensor or array), e.g.
-        class probabilities. Called under ``torch.no_grad()``.
-    image
-        2-D array ``[H, W]`` (any size, also smaller than a patch).
-    patch
-        Patch size ``P`` in pixels of ``image``.
-    overlap
-        Overlap of neighbouring patches in pixels (``0 <= overlap < patch``).
-    batch_size
-        Patches per call of ``model_fn``.
-
-    Returns
-    -------
-    np.ndarray
-        float32 ``[C, H, W]``: the weighted average of the patch outputs at every pixel.
-    """
-    import torch
-
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 2:
-        raise CrispError(f"expected a 2-D image, got shape {image.shape}")
-    if not 0 <= overlap < patch:
-        raise CrispError(f"overlap must be in [0, patch) (got overlap {overlap}, patch {patch})")
-    height, width = image.shape
-    margin = overlap // 2
-    pad_y = max(0, patch - (height + 2 * margin))
-    pad_x = max(0, patch - (width + 2 * margin))
-    pads = ((margin, margin + pad_y), (margin, margin + pad_x))
-    mode = "reflect" if min(height, width) > 1 else "edge"
-    padded = np.pad(image, pads, mode=mode)
-    ny, nx = padded.shape
-    stride = patch - overlap
-    corners = [(y, x) for y in _starts(ny, patch, stride) for x in _starts(nx, patch, stride)]
-    window = blend_window(patch)
-    weight_sum = np.zeros((ny, nx), np.float64)
-    for y, x in corners:
-        weight_sum[y:y + patch, x:x + patch] += window
-    accumulated = None
-    with torch.no_grad():
-        for first in range(0, len(corners), batch_size):
-            chunk = corners[first:first + batch_size]
-            batch = np.stack([padded[y:y + patch, x:x + patch] for y, x in chunk])[:, None]
-            out = model_fn(torch.from_numpy(np.ascontiguousarray(batch)))
-            if isinstance(out, torch.Tensor):
-                out = out.detach().float().cpu().numpy()
-            out = np.asarray(out, dtype=np.float64)
-            if out.ndim != 4 or out.shape[0] != len(chunk) or out.shape[2:] != (patch, patch):
-                raise CrispError(f"model output of shape {out.shape} for an input of {batch.shape}")
-            if accumulated is None:
-                accumulated = np.zeros((out.shape[1], ny, nx), np.float64)
-            for (y, x), tile in zip(chunk, out, strict=True):
-                accumulated[:, y:y + patch, x:x + patch] += tile * window
-    result = accumulated / weight_sum
-    return result[:, margin:margin + height, margin:margin + width].astype(np.float32)
+__all__ = ["blend_window", "foreground_fn", "input_binning", "load_run", "predict_probabilities",
+           "run_identity", "segment_files", "segment_settings", "upsample_to"]
 
 
 def upsample_to(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -156,26 +82,12 @@ def _device():
 
 
 def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best.ckpt"):
-    """Load a training run: its :class:`~crisp.train.TrainConfig` and the network in eval mode."""
-    import torch
+    """Load a training run: its :class:`~crisp.training.config.TrainConfig` and the network in eval mode
+    (a thin call of :class:`crisp.run.Run`)."""
+    from crisp.run import Run
 
-    from crisp.config import load_config
-    from crisp.models.zoo import load_network_state
-    from crisp.train import TrainConfig, build_network
-
-    run_dir = Path(run_dir)
-    config_path, ckpt_path = run_dir / "config.yaml", run_dir / "checkpoints" / checkpoint
-    if not config_path.is_file():
-        raise CrispError("not a training run directory (no config.yaml)", run_dir)
-    if not ckpt_path.is_file():
-        raise CrispError("the run has no checkpoint (was training finished?)", ckpt_path)
-    config = load_config(TrainConfig, config_path)
-    network = build_network(config)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
-    state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
-    load_network_state(network, state, ckpt_path)
-    network.eval()
-    return config, network
+    run = Run.load(run_dir)
+    return run.config, run.network(checkpoint)
 
 
 def input_binning(config, pixel_size: float | None) -> float:
@@ -201,35 +113,104 @@ def input_binning(config, pixel_size: float | None) -> float:
     return float(config.bin) * pixel_size_ratio(config.pixel_size, pixel_size)
 
 
-def collect_micrographs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Expand files and folders into a sorted list of micrograph files (MRC, TIFF, PNG, JPG)."""
-    from crisp.io.micrographs import IMAGE_SUFFIXES, MRC_SUFFIXES
+def run_identity(run_dir: str | os.PathLike[str]) -> dict:
+    """What identifies a run's maps: its resolved folder and SHA-256 digests of its config and weights.
 
-    suffixes = set(MRC_SUFFIXES + IMAGE_SUFFIXES)
-    found: list[Path] = []
-    for entry in paths:
-        entry = Path(entry)
-        if entry.is_dir():
-            found.extend(sorted(p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in suffixes))
-        elif entry.is_file():
-            found.append(entry)
-        else:
-            raise CrispError("no such file or folder", entry)
-    if not found:
-        raise CrispError("no micrographs found in " + ", ".join(str(p) for p in paths))
-    stems: dict[str, Path] = {}
-    for path in found:
-        if path.stem in stems and stems[path.stem] != path:
-            raise CrispError(f"two micrographs share the name '{path.stem}' ({stems[path.stem]})", path)
-        stems[path.stem] = path
-    return list(stems.values())
+    Another run, or the same folder retrained (new ``best.ckpt``) or reconfigured, gets another
+    identity, so :func:`segment_files` refuses to mix its maps with the old ones. A file that does not
+    exist is recorded as None (loading the run then fails with its own message).
+    """
+    import hashlib
+
+    from crisp.run import BEST, Run
+
+    run = Run(run_dir)
+
+    def digest(path: Path) -> str | None:
+        if not path.is_file():
+            return None
+        sha = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                sha.update(block)
+        return sha.hexdigest()
+
+    return {"path": str(run.path.resolve()), "config_sha256": digest(run.config_path),
+            "checkpoint_sha256": digest(run.checkpoint_path(BEST))}
+
+
+def segment_settings(run_dirs: Sequence[str | os.PathLike[str]], *, pixel_size: float | None = None,
+                     overlap: int | None = None, tta: bool | None = None) -> dict:
+    """The settings that decide ``crisp segment``'s maps (recorded in the output folder's manifest).
+
+    Each run's :func:`run_identity` (in order; several runs are an ensemble), ``tta`` and ``overlap``
+    as given (None: the run's own setting, which its config digest covers) and the ``pixel_size``
+    override. The batch size does not change the maps and is left out.
+    """
+    return {"runs": [run_identity(r) for r in run_dirs], "tta": tta, "overlap": overlap,
+            "pixel_size": pixel_size}
+
+
+class _Segmenter:
+    """The function of one ``segment`` item; loads the run(s) once, at the first item it computes."""
+
+    def __init__(self, run_dirs: list, *, pixel_size: float | None, overlap: int | None, tta: bool | None,
+                 batch_size: int) -> None:
+        self.run_dirs, self.pixel_size, self.overlap, self.tta = run_dirs, pixel_size, overlap, tta
+        self.batch_size = batch_size
+        self._loaded: dict[int, tuple] = {}
+        self._models: list[tuple] | None = None
+
+    def preload(self, index: int) -> None:
+        """Load run ``index`` now (its errors come before the output folder is touched)."""
+        if index not in self._loaded:
+            self._loaded[index] = load_run(self.run_dirs[index])
+
+    def models(self) -> list[tuple]:
+        if self._models is None:
+            device = _device()
+            models = []
+            for index in range(len(self.run_dirs)):
+                self.preload(index)
+                config, network = self._loaded[index]
+                network.to(device)
+                model_fn = foreground_fn(network, device, tta=config.tta if self.tta is None else self.tta)
+                overlap = config.val_overlap_px if self.overlap is None else self.overlap
+                models.append((config, model_fn, overlap))
+            self._models = models
+        return self._models
+
+    def __call__(self, item, staging) -> dict:
+        import torch
+
+        from crisp.io.micrographs import read_micrograph, write_mrc
+        from crisp.patches import prepare_image
+
+        (path,) = item.inputs
+        models = self.models()
+        mic = read_micrograph(path, pixel_size=self.pixel_size)
+        total = np.zeros(mic.shape, np.float32)
+        with torch.no_grad():
+            for config, model_fn, model_overlap in models:
+                if mic.pixel_size is None and config.pixel_size is not None:
+                    warnings.warn(f"{path}: no pixel size (give --pixel-size); binned by the run's factor "
+                                  f"{config.bin}, which assumes {config.pixel_size:g} Å/px as in training",
+                                  stacklevel=2)
+                image = prepare_image(mic.data, input_binning(config, mic.pixel_size), config.normalize)
+                prob = predict_probabilities(model_fn, image, config.patch_px, model_overlap,
+                                             self.batch_size)[1]
+                total += np.clip(upsample_to(prob, mic.shape), 0.0, 1.0)
+        write_mrc(staging.path(item.outputs[0]), total / len(models), pixel_size=mic.pixel_size,
+                  dtype=np.float16)
+        return {"shape": list(mic.shape), "pixel_size": mic.pixel_size}
 
 
 def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-                  micrograph_paths: Iterable[str | os.PathLike[str]],
+                  micrograph_paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                   out_dir: str | os.PathLike[str], *, overwrite: bool = False, batch_size: int = 8,
                   pixel_size: float | None = None, overlap: int | None = None,
-                  tta: bool | None = None, progress: bool = True) -> list[Path]:
+                  tta: bool | None = None, progress: bool = True, keep_going: bool = False,
+                  shard: tuple[int, int] | None = None) -> list[Path]:
     """Write a foreground-probability map ``out_dir/NAME.mrc`` (float16) for every micrograph.
 
     ``run_dir`` is one training run or several (an ensemble): with several, the map is the mean
@@ -243,48 +224,65 @@ def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     (or ``pixel_size``) goes into the header. A micrograph without a pixel size (JPG, PNG, TIFF, or
     an MRC header of 0) is binned by the run's factor alone, with a warning when the run knows its
     pixel size. ``tta`` averages the 8 flips and rotations of every patch (:func:`foreground_fn`;
-    None: the run's ``tta`` setting). Maps that exist are skipped unless ``overwrite``.
+    None: the run's ``tta`` setting).
+
+    The micrographs are one batch (:func:`crisp.batch.run_batch`, verb ``segment``, one item per
+    micrograph, named by its stem): maps done with the same settings (:func:`segment_settings`)
+    are skipped, other settings (another or retrained run, other ``tta``, ``overlap`` or
+    ``pixel_size``) are refused naming the setting unless ``overwrite`` (then every map is
+    recomputed), and the output folder may not be a folder of the micrographs. The network(s) are
+    loaded once, when the first map must be computed.
+
+    Parameters
+    ----------
+    run_dir
+        One run folder or a list of them (an ensemble).
+    micrograph_paths
+        Micrograph files, folders or glob patterns (:func:`crisp.io.micrographs.list_micrographs`;
+        hidden files such as unfinished ``.NAME.part.mrc`` are skipped).
+    out_dir
+        Output folder.
+    overwrite, keep_going, shard, progress
+        As in :func:`crisp.batch.run_batch`.
+    batch_size
+        Patches per network call (does not change the maps).
+    pixel_size
+        Å per pixel of the micrographs, overriding their headers.
+    overlap
+        Tile overlap in binned pixels (None: the run's ``val_overlap_px``).
+    tta
+        Test-time augmentation (None: the run's setting).
 
     Returns
     -------
     list of Path
-        The probability maps, one per micrograph, in input order.
+        The probability maps, one per micrograph (of the shard), in the lister's (sorted) order.
+
+    Raises
+    ------
+    CrispError
+        No run, a bad run, no micrographs, two micrographs of one name, a bad output folder, other
+        settings without ``overwrite``, or failed micrographs (after the others, with ``keep_going``).
     """
-    import torch
-    from tqdm import tqdm
+    from crisp.batch import Item, run_batch
+    from crisp.io.micrographs import list_micrographs
 
-    from crisp.io.micrographs import read_micrograph, write_mrc
-    from crisp.patches import prepare_image
-
-    paths = collect_micrographs(micrograph_paths)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [p for p in paths if overwrite or not (out_dir / f"{p.stem}.mrc").is_file()]
-    outputs = [out_dir / f"{p.stem}.mrc" for p in paths]
-    if not todo:
-        return outputs
+    if batch_size < 1:
+        raise CrispError(f"--batch-size must be at least 1 (got {batch_size})")
     run_dirs = [run_dir] if isinstance(run_dir, (str, os.PathLike)) else list(run_dir)
     if not run_dirs:
         raise CrispError("no training run to segment with")
-    device = _device()
-    models = []
-    for one in run_dirs:
-        config, network = load_run(one)
-        network.to(device)
-        model_fn = foreground_fn(network, device, tta=config.tta if tta is None else tta)
-        models.append((config, model_fn, config.val_overlap_px if overlap is None else overlap))
-    with torch.no_grad():
-        for path in tqdm(todo, desc="segmenting", unit="micrograph", disable=not progress):
-            mic = read_micrograph(path, pixel_size=pixel_size)
-            total = np.zeros(mic.shape, np.float32)
-            for config, model_fn, model_overlap in models:
-                if mic.pixel_size is None and config.pixel_size is not None:
-                    warnings.warn(f"{path}: no pixel size (give --pixel-size); binned by the run's factor "
-                                  f"{config.bin}, which assumes {config.pixel_size:g} Å/px as in training",
-                                  stacklevel=2)
-                image = prepare_image(mic.data, input_binning(config, mic.pixel_size), config.normalize)
-                prob = predict_probabilities(model_fn, image, config.patch_px, model_overlap, batch_size)[1]
-                total += np.clip(upsample_to(prob, mic.shape), 0.0, 1.0)
-            write_mrc(out_dir / f"{path.stem}.mrc", total / len(models),
-                      pixel_size=mic.pixel_size, dtype=np.float16)
-    return outputs
+    single = isinstance(micrograph_paths, (str, os.PathLike))
+    sources = [micrograph_paths] if single else list(micrograph_paths)
+    paths = list_micrographs(sources)
+    settings = segment_settings(run_dirs, pixel_size=pixel_size, overlap=overlap, tta=tta)
+    segmenter = _Segmenter(run_dirs, pixel_size=pixel_size, overlap=overlap, tta=tta, batch_size=batch_size)
+    for index, identity in enumerate(settings["runs"]):
+        if identity["config_sha256"] is None or identity["checkpoint_sha256"] is None:
+            segmenter.preload(index)  # not a complete run: its error before the output folder is touched
+    items = [Item(p.stem, inputs=(p,), outputs=(f"{p.stem}.mrc",)) for p in paths]
+    result = run_batch("segment", items, segmenter, out_dir, settings, overwrite=overwrite,
+                       keep_going=keep_going, progress=progress, shard=shard,
+                       input_dirs=[s for s in sources if Path(s).is_dir()])
+    result.raise_failures()
+    return [Path(out_dir) / f"{name}.mrc" for name in result.names]
