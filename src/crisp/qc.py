@@ -1,25 +1,65 @@
 """Quality-control figure of a labelled dataset: micrographs with mask outlines and centres.
 
-One panel per micrograph, downsampled for display, contrast stretched between the 1st and 99th
-percentiles; the mask outline is drawn in one colour and the centres as crosses in another, so a
-user sees at a glance whether the coordinates sit on particles, or are flipped or mis-scaled.
+One panel per micrograph, low-passed and downsampled for display (at the SNR of cryo-EM no particle
+is visible in the raw pixels), contrast stretched between the 1st and 99th percentiles; the mask
+outline is drawn in one colour and the centres as crosses in another, so a user sees at a glance
+whether the coordinates sit on particles, or are flipped or mis-scaled.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from crisp.dataset import DatasetFolder
 
+LOWPASS_SIGMA_PER_FACTOR = 2.0
+"""Gaussian low-pass sigma, in pixels per display downsampling factor, as the data figure of the
+report (:func:`crisp.simulate.plot_preview`) uses."""
 
-def _downsample(image: np.ndarray, factor: int) -> np.ndarray:
-    if factor <= 1:
-        return image
-    ny, nx = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
-    return image[:ny, :nx].reshape(ny // factor, factor, nx // factor, factor).mean(axis=(1, 3))
+
+@dataclass
+class QcPanels:
+    """The images one row of the QC figure shows (see :func:`qc_panels`)."""
+
+    smooth: np.ndarray
+    overview: np.ndarray
+    factor: int
+    zoom: np.ndarray
+    origin: tuple[int, int]
+
+
+def qc_panels(image: np.ndarray, display_px: int = 768, zoom_px: int = 640) -> QcPanels:
+    """The display images of one micrograph: low-passed, then block-mean downsampled and cropped.
+
+    Parameters
+    ----------
+    image
+        The micrograph, [row, column].
+    display_px
+        Largest side of the overview after downsampling by the integer ``factor`` (pixels).
+    zoom_px
+        Side of the full-resolution crop from the centre (pixels).
+
+    Returns
+    -------
+    QcPanels
+        ``smooth``: the micrograph low-passed with :func:`crisp.preprocess.lowpass` at sigma
+        ``LOWPASS_SIGMA_PER_FACTOR * factor`` pixels; ``overview``: its block mean by ``factor``;
+        ``zoom``: its ``zoom_px`` crop at full resolution whose first row and column are ``origin``.
+    """
+    from crisp.preprocess import block_mean, lowpass
+
+    factor = max(1, int(np.ceil(max(image.shape) / display_px)))
+    smooth = lowpass(image, sigma_px=LOWPASS_SIGMA_PER_FACTOR * factor)
+    ny, nx = image.shape
+    h, w = min(zoom_px, ny), min(zoom_px, nx)
+    r0, c0 = (ny - h) // 2, (nx - w) // 2
+    return QcPanels(smooth=smooth, overview=block_mean(smooth, factor), factor=factor,
+                    zoom=smooth[r0:r0 + h, c0:c0 + w], origin=(r0, c0))
 
 
 def _read_centres(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -51,8 +91,9 @@ def labels_qc_figure(dataset_dir: str | os.PathLike[str], names: list[str], out_
                      display_px: int = 768, zoom_px: int = 640) -> Path | None:
     """Draw the QC figure of ``names`` from a dataset folder and save it as PNG (atomically).
 
-    Each micrograph gets a row of two panels: the whole micrograph block-mean downsampled to at most
-    ``display_px`` pixels, and a crop of ``zoom_px`` pixels at full resolution from its centre
+    Each micrograph is low-passed (:func:`qc_panels`) and gets a row of two panels: the whole
+    micrograph block-mean downsampled to at most ``display_px`` pixels, and a crop of ``zoom_px``
+    pixels at full resolution from its centre
     (outlined in yellow on the overview), where a person can judge whether each centre sits on a
     particle. The row axis points down in both (row 0 at the top), as the array is stored.
 
@@ -82,6 +123,7 @@ def labels_qc_figure(dataset_dir: str | os.PathLike[str], names: list[str], out_
 
     from crisp.atomic import atomic_path
     from crisp.io.micrographs import read_micrograph
+    from crisp.preprocess import block_mean
 
     if not names:
         return None
@@ -91,17 +133,16 @@ def labels_qc_figure(dataset_dir: str | os.PathLike[str], names: list[str], out_
         image = read_micrograph(folder.micrograph(name)).data
         mask = read_micrograph(folder.mask(name)).data if folder.mask(name).is_file() else None
         x, y = _read_centres(folder.coordinates(name))
-        factor = max(1, int(np.ceil(max(image.shape) / display_px)))
+        panels = qc_panels(image, display_px, zoom_px)
+        factor = panels.factor
         # a pixel centre c maps to (c + 0.5) / factor - 0.5 in the block-mean image
-        _show(ax_all, _downsample(image, factor), None if mask is None else _downsample(mask, factor),
+        _show(ax_all, panels.overview, None if mask is None else block_mean(mask, factor),
               (x + 0.5) / factor - 0.5, (y + 0.5) / factor - 0.5, marker_size=3)
-        ax_all.set_title(f"{name}: {len(x)} centres, shown 1:{factor}", fontsize=9)
-        ny, nx = image.shape
-        h, w = min(zoom_px, ny), min(zoom_px, nx)
-        r0, c0 = (ny - h) // 2, (nx - w) // 2
+        ax_all.set_title(f"{name}: {len(x)} centres, shown 1:{factor}, low-passed", fontsize=9)
+        (r0, c0), (h, w) = panels.origin, panels.zoom.shape
         ax_all.add_patch(Rectangle(((c0 + 0.5) / factor - 0.5, (r0 + 0.5) / factor - 0.5), w / factor,
                                    h / factor, fill=False, edgecolor="yellow", linewidth=1))
-        _show(ax_zoom, image[r0:r0 + h, c0:c0 + w], None if mask is None else mask[r0:r0 + h, c0:c0 + w],
+        _show(ax_zoom, panels.zoom, None if mask is None else mask[r0:r0 + h, c0:c0 + w],
               x - c0, y - r0, marker_size=8)
         ax_zoom.set_title(f"full resolution, rows {r0}-{r0 + h - 1}, columns {c0}-{c0 + w - 1}", fontsize=9)
     fig.suptitle("mask outline (cyan) and centres (red +): each centre should sit on a particle", fontsize=10)

@@ -19,6 +19,46 @@ def _projection_threshold(value: str | None) -> float | str | None:
                          f"(got '{value}')") from None
 
 
+def _check_numbers(radius: float | None, radius_a: float | None, pixel_size: float | None,
+                   lowpass_sigma: float | None, window_factor: float, disk_fraction: float,
+                   qc_count: int) -> None:
+    from crisp.config import check_number
+
+    check_number(radius, "--radius", gt=0)
+    check_number(radius_a, "--radius-A", gt=0)
+    check_number(pixel_size, "--pixel-size", gt=0)
+    check_number(lowpass_sigma, "--lowpass-sigma", ge=0)
+    check_number(window_factor, "--window-factor", ge=1)
+    check_number(disk_fraction, "--disk-fraction", gt=0, le=1)
+    check_number(qc_count, "--qc-count", ge=0)
+
+
+def check_radius_fits(micrographs: list[str], radius_px: float | None, radius_a: float | None,
+                      pixel_size: float | None) -> None:
+    """Refuse a particle whose diameter exceeds the shorter side of a micrograph (read from headers).
+
+    Such a radius is a typo (``--radius 100000``) and would make the disc stencil allocate hundreds of
+    GiB; the error names the first micrograph it does not fit and both sizes in pixels.
+    """
+    from crisp.errors import CrispError
+    from crisp.io.micrographs import list_micrographs, read_header_pixel_size, read_micrograph_shape
+
+    if radius_px is None and radius_a is None:
+        return
+    for path in list_micrographs(micrographs):
+        ny, nx = read_micrograph_shape(path)
+        if radius_px is not None:
+            radius, given = float(radius_px), f"--radius {radius_px:g}"
+        else:
+            size = pixel_size or read_header_pixel_size(path)
+            if not size:
+                continue  # make_labels says that the pixel size is missing
+            radius, given = float(radius_a) / size, f"--radius-A {radius_a:g} Å at {size:g} Å/px"
+        if 2 * radius > min(ny, nx):
+            raise CrispError(f"particle radius {radius:.4g} px ({given}) does not fit in the micrograph "
+                             f"({nx} x {ny} px): the diameter must be at most its shorter side", path)
+
+
 LABELS_HELP = (
     "Make training labels from real data: masks from particle coordinates or refined poses.\n\n"
     "Writes OUTPUT/micrographs/NAME.mrc (float32 copy, original resolution), masks/NAME.mrc (uint8 0/1), "
@@ -77,9 +117,13 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
         """Make training labels from real data (see LABELS_HELP)."""
-        from crisp.config import validate_config
+        from crisp.config import check_output, validate_config
         from crisp.labels import LabelConfig, make_labels
 
+        _check_numbers(radius, radius_a, pixel_size, lowpass_sigma, window_factor, disk_fraction, qc_count)
+        check_output(output, "folder")
+        if method != "reproject":
+            check_radius_fits(micrographs, radius, radius_a, pixel_size)
         config = validate_config(LabelConfig, {
             "method": method, "radius_px": radius, "radius_A": radius_a, "pixel_size": pixel_size,
             "flip_y": flip_y, "coord_format": coord_format, "threshold_method": threshold_method,
