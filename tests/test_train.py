@@ -147,9 +147,9 @@ def test_patch_dataset_epochs():
 def stub_validation_foreground(monkeypatch, foreground):
     """Replace the validation's predictions by a constant map: ``foreground(k)`` is the foreground
     probability of the k-th call (0-based). Returns the call counter ``{"n": calls so far}``."""
-    import crisp.predict
+    import crisp.training.module
 
-    real = crisp.predict.predict_probabilities
+    real = crisp.training.module.predict_probabilities
     calls = {"n": 0}
 
     def stubbed(model_fn, image, patch, overlap=64, batch_size=8):
@@ -159,7 +159,7 @@ def stub_validation_foreground(monkeypatch, foreground):
         out[1], out[0] = fg, 1.0 - fg
         return out
 
-    monkeypatch.setattr(crisp.predict, "predict_probabilities", stubbed)
+    monkeypatch.setattr(crisp.training.module, "predict_probabilities", stubbed)
     return calls
 
 

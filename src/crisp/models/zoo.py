@@ -184,22 +184,40 @@ def prune_unused_encoder_modules(model, input_px: int = 64) -> int:
 
 
 def load_network_state(network, state: dict, source: str | os.PathLike[str] | None = None) -> None:
-    """Load a state dict whose keys may include encoder modules pruned since it was written.
+    """Load a state dict strictly, except for encoder modules pruned since it was written.
 
-    Every parameter and buffer of ``network`` must be in ``state`` with the right shape; keys of
-    ``state`` that ``network`` lacks (stages removed by :func:`prune_unused_encoder_modules`) are
-    ignored.
+    Every parameter and buffer of ``network`` must be in ``state`` with the right shape. Keys of
+    ``state`` that ``network`` lacks are ignored only where ``network`` holds an ``nn.Identity``
+    (a stage removed by :func:`prune_unused_encoder_modules`); any other extra key (e.g. CRF
+    weights that ``network`` has no CRF for) is an error, so nothing is dropped silently.
 
     Raises
     ------
     CrispError
-        Missing keys or shape mismatches (the checkpoint belongs to another network), naming ``source``.
+        Missing, unexpected or shape-mismatched keys (the checkpoint belongs to another network),
+        summarised in one line naming ``source``.
     """
+    import torch
+
     own = network.state_dict()
+    pruned = tuple(name + "." for name, module in network.named_modules()
+                   if name and isinstance(module, torch.nn.Identity))
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own and not k.startswith(pruned)]
+    mismatched = [k for k in own if k in state and hasattr(state[k], "shape")
+                  and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected),
+                            ("shape-mismatched", mismatched)):
+            if keys:
+                parts.append(f"{len(keys)} {label} (e.g. {keys[0]})")
+        raise CrispError("the checkpoint does not fit this network: " + ", ".join(parts) + " keys", source)
     try:
         network.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
     except RuntimeError as err:
-        raise CrispError(f"the checkpoint does not fit this network: {err}", source) from None
+        raise CrispError(f"the checkpoint does not fit this network: {str(err).splitlines()[0]}",
+                         source) from None
 
 
 def load_encoder_weights(model, path: str | os.PathLike[str]) -> dict[str, list[str]]:
@@ -220,10 +238,17 @@ def load_encoder_weights(model, path: str | os.PathLike[str]) -> dict[str, list[
     path = Path(path)
     if not path.is_file():
         raise CrispError("encoder weights file not found", path)
+    import pickle
+
+    if path.stat().st_size == 0:
+        raise CrispError("empty encoder weights file (0 bytes)", path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise CrispError(f"not a readable PyTorch state-dict file ({err})", path) from None
+    except pickle.UnpicklingError:
+        raise CrispError("not a plain-tensor state-dict file: it holds pickled Python objects, which are "
+                         "not loaded because unpickling them could run code", path) from None
+    except Exception as err:  # noqa: BLE001 - truncated, foreign or unreadable files alike
+        raise CrispError(f"not a readable PyTorch state-dict file ({type(err).__name__})", path) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

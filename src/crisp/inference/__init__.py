@@ -1,0 +1,1 @@
+"""Inference: the one tiler (:mod:`.tiler`) that validation, segmentation and evaluation share."""
