@@ -33,7 +33,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """One table of runs' settings, test metrics and parameter counts (printed, Markdown, CSV)."""
         from crisp.compare import compare_runs, to_markdown, write_comparison
+        from crisp.config import check_output
 
+        check_output(output, "file")
         cols = [c.strip() for c in columns.split(",")] if columns else None
         table = compare_runs(runs, sort_by=sort_by, ascending=ascending, columns=cols)
         typer.echo(to_markdown(table))
@@ -54,8 +56,10 @@ def register(app: typer.Typer) -> None:
         import warnings
 
         from crisp.compare import to_markdown
+        from crisp.config import check_output
         from crisp.workflow.demo import run_demo
 
+        check_output(output, "folder")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*")
             _quiet_lightning()
@@ -95,8 +99,10 @@ def register(app: typer.Typer) -> None:
         title: str = typer.Option("CRISP report", "--title", help="Page title."),
     ) -> None:
         """A static HTML page with figures (picks, overlays, histograms, curves) and metric tables."""
+        from crisp.config import check_output
         from crisp.workflow.report_builder import build_report
 
+        check_output(output, "folder")
         page = build_report(inputs, output, subset=subset, title=title)
         typer.echo(f"report: {page}")
 
