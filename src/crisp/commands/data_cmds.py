@@ -32,6 +32,23 @@ def parse_range(text: str | None, option: str, integer: bool = False) -> tuple[f
     return (lo, hi)
 
 
+_SIMULATE_BOUNDS = {"size": dict(gt=0), "width": dict(gt=0), "height": dict(gt=0), "pixel_size": dict(gt=0),
+                    "count": dict(ge=1), "map_pixel_size": dict(gt=0), "diameter": dict(gt=0),
+                    "max_overlap": dict(ge=0), "snr": dict(gt=0), "voltage": dict(gt=0), "cs": dict(ge=0),
+                    "amplitude_contrast": dict(ge=0, lt=1)}
+_SIMULATE_OPTIONS = {"diameter": "--diameter-A", "pixel_size": "--pixel-size",
+                     "map_pixel_size": "--map-pixel-size", "max_overlap": "--max-overlap",
+                     "amplitude_contrast": "--amplitude-contrast"}
+
+
+def _check_simulate_numbers(**values: float | None) -> None:
+    """Every numeric option of ``simulate`` finite and in range (NaN and inf pass pydantic's bounds)."""
+    from crisp.config import check_number
+
+    for key, value in values.items():
+        check_number(value, _SIMULATE_OPTIONS.get(key, f"--{key}"), **_SIMULATE_BOUNDS[key])
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's verbs to app."""
 
@@ -95,10 +112,15 @@ def register(app: typer.Typer) -> None:
         refuses other settings unless --overwrite.
         """
         from crisp.batch import parse_shard
-        from crisp.config import read_yaml
+        from crisp.config import check_output, read_yaml
         from crisp.simulate import make_config, simulate_dataset
 
         shard_spec = parse_shard(shard)
+        _check_simulate_numbers(size=size, width=width, height=height, pixel_size=pixel_size,
+                                count=count, map_pixel_size=map_pixel_size, diameter=diameter,
+                                max_overlap=max_overlap, snr=snr, voltage=voltage, cs=cs,
+                                amplitude_contrast=amplitude_contrast)
+        check_output(out, "folder")
         values: dict = {}
         if config is not None:
             values = read_yaml(config)
@@ -146,8 +168,13 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Bin (Fourier crop), low-pass and normalise micrographs."""
-        from crisp.config import validate_config
+        from crisp.config import check_number, check_output, validate_config
         from crisp.preprocess import PreprocessConfig, preprocess_files
+
+        check_number(bin_factor, "--bin", ge=1)
+        check_number(lowpass_A, "--lowpass-A", gt=0)
+        check_number(pixel_size, "--pixel-size", gt=0)
+        check_output(out, "folder")
 
         cfg = validate_config(PreprocessConfig, {"bin": bin_factor, "normalize": normalize,
                                                  "lowpass_A": lowpass_A, "pixel_size": pixel_size,
