@@ -9,8 +9,10 @@ import starfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from crisp.cli import main
 from crisp.errors import CrispError
 from crisp.io.coordinates import (
+    FORMATS,
     CoordinateMatch,
     convert_coordinates,
     flip_y,
@@ -22,9 +24,11 @@ from crisp.io.coordinates import (
     read_coordinates,
     resolve_format,
     scale_coordinates,
+    sniff_format,
     write_autopick,
     write_coordinates,
 )
+from crisp.io.micrographs import write_mrc
 
 # A RELION 3.1 particles file as RELION writes it (backslash-newlines only wrap the long lines here).
 RELION31 = """
@@ -548,3 +552,136 @@ def test_text_formats_round_trip_any_positions(tmp_path, positions, box):
                                 micrograph_name="mic_001")
         np.testing.assert_allclose(back[["rlnCoordinateX", "rlnCoordinateY"]], xy, atol=atol, rtol=0)
     np.testing.assert_allclose(flip_y(flip_y(picks, 4096), 4096)["rlnCoordinateY"], xy[:, 1], atol=1e-9)
+
+
+# -------------------------------------------------------------------------------------- registry
+def _write_any(fmt, picks, path, box_size=64):
+    """Write ``picks`` in format ``fmt``: its own writer, or by hand for a read-only format (.cs)."""
+    if FORMATS[fmt].write is not None:
+        return write_coordinates(picks, path, fmt, box_size=box_size)
+    assert fmt == "cs"
+    arr = np.zeros(len(picks), dtype=[("location/micrograph_path", "S80"),
+                                      ("location/micrograph_shape", "<u4", (2,)),
+                                      ("location/center_x_frac", "<f8"), ("location/center_y_frac", "<f8")])
+    arr["location/micrograph_path"] = [n.encode() for n in picks["rlnMicrographName"]]
+    arr["location/micrograph_shape"] = [[5000, 6000]] * len(picks)
+    arr["location/center_x_frac"] = picks["rlnCoordinateX"] / 6000
+    arr["location/center_y_frac"] = picks["rlnCoordinateY"] / 5000
+    with open(path, "wb") as handle:
+        np.save(handle, arr)
+    return path
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_every_format_round_trips_within_its_precision(tmp_path, fmt):
+    kind = FORMATS[fmt]
+    picks = _picks(("mic_001",), n=7, seed=3)
+    picks["rlnCoordinateX"] += 0.123  # not on any grid a format might keep exactly
+    path = _write_any(fmt, picks, tmp_path / f"mic_001{kind.suffixes[0]}")
+    assert sniff_format(path) == fmt and resolve_format(path) == fmt
+    back = read_coordinates(path)
+    assert list(back.columns[:3]) == ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY"]
+    assert back["rlnMicrographName"].map(micrograph_stem).tolist() == ["mic_001"] * 7
+    assert 0 < kind.precision_px <= 0.5
+    error = np.abs(back[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
+                   - picks[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy())
+    assert error.max() <= kind.precision_px
+    if kind.write is None:
+        _fails(f"cannot write the '{fmt}' format", write_coordinates, picks,
+               tmp_path / f"o{kind.suffixes[0]}")
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("content", [b"", b"\x00\xff\xfe garbage \x93NUMPY\n\x01", b"hello world\n1 2\n"])
+def test_every_reader_names_the_file_on_empty_or_garbage(tmp_path, fmt, content):
+    path = tmp_path / f"mic_001{FORMATS[fmt].suffixes[0]}"
+    path.write_bytes(content)
+    if fmt == "box" and content == b"":  # an empty .box is a micrograph without picks
+        assert len(read_coordinates(path)) == 0
+        return
+    with pytest.raises(CrispError) as info:
+        read_coordinates(path)
+    assert info.value.path == str(path)
+
+
+def test_unknown_extension_suggests_the_format_its_content_has(tmp_path):
+    path = write_coordinates(_picks(("mic_001",)), tmp_path / "picks.txt")
+    path = path.rename(tmp_path / "picks.dat")
+    _fails("looks like 'txt'", read_coordinates, path, path=path)
+    assert len(read_coordinates(path, "topaz")) == 4
+
+
+# ------------------------------------------------------------------ RELION 3.1 optics kept (#15.4)
+def test_convert_relion31_star_keeps_the_optics_block(tmp_path, capsys):
+    src = tmp_path / "particles.star"
+    src.write_text(RELION31)
+    out = tmp_path / "one.star"
+    assert main(["convert", str(src), str(out)]) == 0
+    text = out.read_text()
+    assert "# version 30001\n\ndata_optics\n" in text and "# version 30001\n\ndata_particles\n" in text
+    blocks = starfile.read(out, always_dict=True)
+    original = starfile.read(src, always_dict=True)
+    assert list(blocks) == ["optics", "particles"]
+    pd.testing.assert_frame_equal(blocks["optics"], original["optics"])
+    assert "rlnVoltage" not in blocks["particles"].columns  # one value per optics group, not per particle
+    assert blocks["particles"]["rlnOpticsGroup"].tolist() == [1, 1, 2]
+    pd.testing.assert_frame_equal(read_coordinates(out), read_coordinates(src), check_like=True)
+    # asked for explicitly: RELION 3.0, one table with the optics values per particle
+    assert main(["convert", str(src), str(tmp_path / "old.star"), "--star-version", "3.0"]) == 0
+    old = (tmp_path / "old.star").read_text()
+    assert "data_optics" not in old and "# version" not in old
+    np.testing.assert_allclose(starfile.read(tmp_path / "old.star")["rlnVoltage"], [200, 200, 300])
+    # the library keeps it too: read -> write
+    again = write_coordinates(read_coordinates(src), tmp_path / "again.star")
+    assert list(starfile.read(again, always_dict=True)) == ["optics", "particles"]
+    # inputs that disagree on an optics group are refused rather than merged wrongly
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.star").write_text(RELION31)
+    (tmp_path / "in" / "b.star").write_text(RELION31.replace("200.000000", "120.000000")
+                                            .replace("mic_00", "mic_10"))
+    assert main(["convert", str(tmp_path / "in"), str(tmp_path / "both.star")]) == 2
+    assert "different optics values for optics group 1" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "in"), str(tmp_path / "both.star"), "--star-version", "3.0"]) == 0
+    np.testing.assert_allclose(read_coordinates(tmp_path / "both.star")["rlnVoltage"], [200, 200, 300, 120,
+                                                                                        120, 300])
+    (tmp_path / "in" / "b.star").write_text(RELION31.replace("mic_00", "mic_10"))  # the same optics: kept
+    assert main(["convert", str(tmp_path / "in"), str(tmp_path / "same.star")]) == 0
+    assert len(starfile.read(tmp_path / "same.star", always_dict=True)["optics"]) == 2
+    assert main(["convert", str(src), str(tmp_path / "x.star"), "--star-version", "3.2"]) == 2
+    assert "unknown RELION STAR version" in capsys.readouterr().err
+    _fails("needs optics values", write_coordinates, _picks(), tmp_path / "n.star", star_version="3.1")
+
+
+# ------------------------------------------------------------------------- .box corners (#15.5)
+def test_convert_to_box_writes_integer_corners(tmp_path):
+    picks = pd.DataFrame({"rlnMicrographName": "mic_001", "rlnCoordinateX": [100.4, 20.6, 31.5],
+                          "rlnCoordinateY": [50.5, 10.2, 0.0]})
+    src = write_coordinates(picks, tmp_path / "mic_001.star")
+    assert main(["convert", str(src), str(tmp_path / "mic_001.box"), "--box-size", "20"]) == 0
+    rows = [line.split("\t") for line in (tmp_path / "mic_001.box").read_text().splitlines()]
+    assert rows == [["90", "41", "20", "20"], ["11", "0", "20", "20"], ["22", "-10", "20", "20"]]
+
+
+# ---------------------------------------------------------------------- flip with heights (#14.8)
+def test_convert_flip_y_refuses_picks_outside_the_micrograph_height(tmp_path, capsys):
+    picks = pd.DataFrame({"rlnMicrographName": "mic_001", "rlnCoordinateX": [10.0, 20.0],
+                          "rlnCoordinateY": [5.0, 150.0]})
+    src = write_coordinates(picks, tmp_path / "mic_001.star")
+    out = tmp_path / "o.star"
+    # a height the picks do not fit (e.g. binned micrographs): refused, instead of writing y = -51
+    assert main(["convert", str(src), str(out), "--flip-y", "--micrograph-shape", "100", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "1 pick(s) lie outside the rows of a micrograph 100 pixels high" in err and "Traceback" not in err
+    assert not out.exists()
+    mics = tmp_path / "mics"
+    write_mrc(mics / "mic_001.mrc", np.zeros((100, 80), np.float32), pixel_size=1.0)
+    assert main(["convert", str(src), str(out), "--flip-y", "--micrographs", str(mics)]) == 2
+    assert str(mics / "mic_001.mrc") in capsys.readouterr().err and not out.exists()
+    # unknown height: refused as well
+    assert main(["convert", str(src), str(out), "--flip-y"]) == 2
+    assert "needs the micrograph height" in capsys.readouterr().err and not out.exists()
+    # the height of the micrograph file given, when the picks fit it
+    write_mrc(mics / "mic_001.mrc", np.zeros((200, 80), np.float32), pixel_size=1.0)
+    assert main(["convert", str(src), str(out), "--flip-y", "--micrographs", str(mics)]) == 0
+    np.testing.assert_allclose(read_coordinates(out)["rlnCoordinateY"], [194, 49])
+    assert (read_coordinates(out)["rlnCoordinateY"] >= 0).all()

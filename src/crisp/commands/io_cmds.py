@@ -12,7 +12,10 @@ CONVERT_HELP = (
     "INPUT is a file, a folder of files or a glob pattern. OUTPUT is a file (all picks in it; format "
     "from its extension or --to) or a folder: one file per micrograph, and for STAR the RELION AutoPick "
     "layout (NAME_autopick.star files plus autopick.star). x = column, y = row of the micrograph in "
-    "pixels; --flip-y counts rows from the other edge (y -> ny - 1 - y)."
+    "pixels; --flip-y counts rows from the other edge (y -> ny - 1 - y) with each micrograph's height "
+    "(--micrograph-shape, --micrographs, or a .cs file's own shapes), and refuses picks outside that "
+    "height. A RELION 3.1 input keeps its optics table in a .star output unless --star-version 3.0. "
+    "EMAN .box output has integer corners."
 )
 
 MATCH_HELP = (
@@ -45,6 +48,10 @@ def register(app: typer.Typer) -> None:
             None, "--micrographs",
             help="Micrographs (folder or glob): heights for --flip-y, and their paths become "
             "rlnMicrographName in STAR outputs."),
+        star_version: str = typer.Option(
+            None, "--star-version", metavar="3.0|3.1",
+            help="RELION STAR table for a .star file output: 3.1 (optics block + particles; the default "
+            "when the inputs have an optics table) or 3.0 (one table, optics values per particle)."),
     ) -> None:
         from crisp.errors import CrispError
         from crisp.io.coordinates import convert_coordinates
@@ -53,7 +60,8 @@ def register(app: typer.Typer) -> None:
         if shape is not None and (shape[0] <= 0 or shape[1] <= 0):
             raise CrispError(f"--micrograph-shape must be two positive numbers of pixels (got {shape})")
         written = convert_coordinates(inputs, output, to, input_format=input_format, box_size=box_size,
-                                      flip=flip, micrograph_shape=shape, micrographs=micrographs)
+                                      flip=flip, micrograph_shape=shape, micrographs=micrographs,
+                                      star_version=star_version)
         shown = written[0] if len(written) == 1 else f"{len(written)} files under {output}"
         typer.echo(f"wrote {shown}")
 
