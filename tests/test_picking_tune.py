@@ -154,7 +154,7 @@ def test_pick_files_writes_relion_layout_and_resumes(maps_and_truth, tmp_path):
         topaz = read_coordinates(out / "topaz" / f"{name}.txt")
         assert len(topaz) == result.per_micrograph[name]
     assert load_picker(out / "picker.yaml") == config
-    again = pick_files(folder, out, config, progress=False)
+    again = pick_files(folder, out, config, formats=["star", "box", "txt", "csv"], progress=False)
     assert again.skipped_existing == 3 and again.per_micrograph == result.per_micrograph
     # a threshold at pick time drops low-scoring candidates
     strict = pick_files(folder, tmp_path / "strict", config, threshold=0.8, progress=False)

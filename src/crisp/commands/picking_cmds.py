@@ -118,6 +118,12 @@ def register(app: typer.Typer) -> None:
         border_fraction: float = typer.Option(None, "--border-fraction", help="Drop picks closer "
                                               "than this many particle diameters to a micrograph edge "
                                               "(default: the picker's tuned value)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Recompute every micrograph, also when "
+                                       "OUTPUT holds picks made with other settings."),
+        keep_going: bool = typer.Option(False, "--keep-going", help="Go on after a micrograph fails "
+                                        "(failures are listed at the end, exit 2)."),
+        shard: str = typer.Option(None, "--shard", help="I/N: pick only the I-th of N shares of the maps "
+                                  "(shards may run at the same time into one OUTPUT)."),
     ) -> None:
         """Pick particles in probability maps with a tuned picker."""
         from crisp.config import check_number, check_output
@@ -132,8 +138,11 @@ def register(app: typer.Typer) -> None:
         config = load_picker(picker)
         if border_fraction is not None:
             config = config.model_copy(update={"border_fraction": border_fraction})
+        from crisp.batch import parse_shard
+
         result = pick_files(prob_maps, output, config, threshold=threshold, formats=formats.split(","),
-                            micrographs=micrographs, box_size_px=box_size)
+                            micrographs=micrographs, box_size_px=box_size, overwrite=overwrite,
+                            keep_going=keep_going, shard=parse_shard(shard))
         typer.echo(f"{result.n_picks} picks on {len(result.per_micrograph)} micrograph(s) "
                    f"({result.skipped_existing} done before) with {config.finder}; index {result.index_path}")
         if threshold is None and config.threshold is not None:
@@ -155,6 +164,12 @@ def register(app: typer.Typer) -> None:
         voltage: float = typer.Option(300.0, "--voltage", help="Acceleration voltage in kV."),
         cs: float = typer.Option(2.7, "--cs", help="Spherical aberration in mm."),
         amplitude_contrast: float = typer.Option(0.1, "--amplitude-contrast", help="Amplitude contrast."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Recompute every stack, also when OUTPUT "
+                                       "holds stacks made with other settings or picks."),
+        keep_going: bool = typer.Option(False, "--keep-going", help="Go on after a micrograph fails "
+                                        "(failures are listed at the end, exit 2)."),
+        shard: str = typer.Option(None, "--shard", help="I/N: extract only the I-th of N shares of the "
+                                  "micrographs (shards may run at the same time into one OUTPUT)."),
     ) -> None:
         """Extract particle images into .mrcs stacks with a RELION 3.1+ particles.star."""
         from crisp.config import check_number, check_output
@@ -176,9 +191,14 @@ def register(app: typer.Typer) -> None:
             threshold = read_yaml(picker_yaml).get("threshold")
             if threshold is not None:
                 typer.echo(f"threshold {threshold:.4g} from {picker_yaml} (give --threshold to change)")
+        from crisp.batch import parse_shard
+
+        shard_spec = parse_shard(shard)
         result = extract_particles(micrographs, table, output, box, bin_factor=bin_factor, invert=invert,
                                    threshold=threshold, pixel_size=pixel_size, voltage=voltage, cs=cs,
-                                   amplitude_contrast=amplitude_contrast)
+                                   amplitude_contrast=amplitude_contrast, overwrite=overwrite,
+                                   keep_going=keep_going, shard=shard_spec,
+                                   input_dirs=[picks] if picks.is_dir() else [])
         typer.echo(f"{result.n_particles} particles from {len(result.per_micrograph)} micrograph(s) -> "
                    f"{result.star_path}; skipped: {result.n_outside} boxes leaving the micrograph, "
                    f"{result.n_below_threshold} below the threshold, {result.n_unmatched_picks} picks "

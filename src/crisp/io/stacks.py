@@ -23,8 +23,11 @@ Particle Stack takes ``OUT/particles.star`` as the particle meta path and ``OUT/
 particle data path, and links particles to imported exposures through ``rlnMicrographName`` (the
 micrograph path as given here).
 
-A rerun keeps a stack that already holds the expected number of images of the expected size
-(delete ``OUT`` to re-extract with other settings); ``particles.star`` is written last.
+Extraction runs on the batch engine (:mod:`crisp.batch`, verb ``extract``; manifest
+``OUT/crisp-batch.json``, records in ``OUT/.crisp-batch/``): one item per micrograph, its output
+its stack. A rerun skips stacks done with the same settings and picks, refuses other settings or
+picks naming what differs (unless ``overwrite``), and redoes a micrograph whose file changed;
+``particles.star`` is written last, from every micrograph done in ``OUT``.
 """
 
 from __future__ import annotations
@@ -67,9 +70,11 @@ class ExtractionResult:
     n_unmatched_picks
         Picks of micrographs not among the given micrograph files.
     per_micrograph
-        Stack name -> number of particles.
+        Stack name -> number of particles (this run's work list, done now or before).
     skipped_existing
-        Stacks that were complete already and were not rewritten (resumed run).
+        Stacks done before with the same settings and not rewritten (resumed run).
+    failed
+        Micrograph stem -> error, for micrographs that failed (with ``keep_going``).
     """
 
     star_path: Path
@@ -79,6 +84,7 @@ class ExtractionResult:
     n_unmatched_picks: int = 0
     per_micrograph: dict[str, int] = field(default_factory=dict)
     skipped_existing: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def box_corners(x: np.ndarray, y: np.ndarray, box_px: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,17 +147,6 @@ def normalise_stack(stack: np.ndarray, bg_radius_px: float | None = None) -> np.
     return ((stack - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
 
 
-def _stack_shape(path: Path) -> tuple[int, int, int] | None:
-    """(n, ny, nx) of an existing stack file, or None when it cannot be read."""
-    import mrcfile
-
-    try:
-        with mrcfile.open(path, mode="r", header_only=True, permissive=True) as mrc:
-            return int(mrc.header.nz), int(mrc.header.ny), int(mrc.header.nx)
-    except (ValueError, OSError, EOFError):
-        return None
-
-
 def _match_micrographs(micrographs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]
                        ) -> dict[str, Path]:
     from crisp.io.coordinates import micrograph_stem
@@ -177,13 +172,59 @@ def _match_micrographs(micrographs: Iterable[str | os.PathLike[str]] | str | os.
     return lookup
 
 
+def _picks_digest(picks: pd.DataFrame) -> str:
+    """SHA-256 (first 16 hex digits) of a picks table's names, columns and values."""
+    import hashlib
+
+    table = picks.reset_index(drop=True)
+    digest = hashlib.sha256("\x1f".join(map(str, table.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def extraction_settings(box_px: int, bin_factor: int, *, invert: bool, threshold: float | None,
+                        pixel_size: float | None, voltage: float, cs: float, amplitude_contrast: float,
+                        bg_radius_px: float | None, picks: pd.DataFrame) -> dict:
+    """Every setting that decides the stacks and ``particles.star`` (the batch's settings).
+
+    ``picks`` enters as a digest of the table, so other picks into the same folder are refused
+    instead of being mixed with stacks of the earlier ones.
+    """
+    out_px = box_px // bin_factor
+    return {"box_px": box_px, "bin_factor": bin_factor, "out_px": out_px,
+            "normalisation": "relion-background", "invert": bool(invert),
+            "bg_radius_px": 0.75 * out_px / 2 if bg_radius_px is None else float(bg_radius_px),
+            "threshold": threshold, "pixel_size": pixel_size, "voltage": float(voltage), "cs": float(cs),
+            "amplitude_contrast": float(amplitude_contrast), "picks": _picks_digest(picks)}
+
+
+@dataclass
+class _Plan:
+    """One micrograph's share of the extraction, decided from headers before any pixel is read."""
+
+    path: Path
+    table: pd.DataFrame  # the kept picks, in table order
+    x0: np.ndarray
+    y0: np.ndarray
+    shape: tuple[int, int]
+
+
 def extract_particles(micrographs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
                       picks: pd.DataFrame, out_dir: str | os.PathLike[str], box_px: int, *,
                       bin_factor: int = 1, invert: bool = False, threshold: float | None = None,
                       pixel_size: float | None = None, voltage: float = 300.0, cs: float = 2.7,
                       amplitude_contrast: float = 0.1, bg_radius_px: float | None = None,
-                      progress: bool = True) -> ExtractionResult:
+                      progress: bool = True, overwrite: bool = False, keep_going: bool = False,
+                      shard: tuple[int, int] | None = None,
+                      input_dirs: Iterable[str | os.PathLike[str]] = ()) -> ExtractionResult:
     """Extract particle images into per-micrograph ``.mrcs`` stacks and write ``particles.star``.
+
+    Runs on the batch engine (:func:`crisp.batch.run_batch`, verb ``extract``): one item per
+    micrograph with at least one particle to extract, whose output is its stack; the settings are
+    :func:`extraction_settings`. Which picks are kept (threshold, boxes inside the micrograph) and
+    the pixel size are decided from the headers before anything is written. ``particles.star`` is
+    written after the batch from every micrograph done in the folder (so shards of one work list
+    give one file).
 
     Parameters
     ----------
@@ -194,7 +235,7 @@ def extract_particles(micrographs: Iterable[str | os.PathLike[str]] | str | os.P
         Picks table: ``rlnMicrographName``, ``rlnCoordinateX`` (column), ``rlnCoordinateY`` (row) in
         pixels of the original micrograph; optional score and CTF columns (copied to the star file).
     out_dir
-        Output folder (see the module docstring for the layout).
+        Output folder (see the module docstring for the layout); not an input folder.
     box_px
         Box side in pixels of the original micrograph (even).
     bin_factor
@@ -212,6 +253,15 @@ def extract_particles(micrographs: Iterable[str | os.PathLike[str]] | str | os.P
         Background radius in pixels of the extracted (binned) image; default 0.75 * box / 2.
     progress
         Show a progress bar.
+    overwrite
+        Recompute every stack, also when ``out_dir`` holds stacks of other settings or picks
+        (without it, those are refused naming the setting that differs).
+    keep_going
+        Go on after a micrograph fails (they are listed at the end); default: stop at the first.
+    shard
+        ``(I, N)``: extract only the I-th of N shares of the micrographs.
+    input_dirs
+        Further folders the inputs came from (e.g. the picks' folder); ``out_dir`` may not be one.
 
     Returns
     -------
@@ -221,9 +271,12 @@ def extract_particles(micrographs: Iterable[str | os.PathLike[str]] | str | os.P
     ------
     CrispError
         Bad box or binning, no picks matching the micrographs, a missing or inconsistent pixel
-        size, unreadable micrographs.
+        size, unreadable micrographs, other settings in ``out_dir`` without ``overwrite``, failed
+        micrographs.
     """
+    from crisp.batch import Item, Staging, read_records, run_batch
     from crisp.io.coordinates import group_by_micrograph
+    from crisp.io.micrographs import read_header_pixel_size, read_micrograph_shape
 
     box_px = int(box_px)
     bin_factor = int(bin_factor)
@@ -245,11 +298,9 @@ def extract_particles(micrographs: Iterable[str | os.PathLike[str]] | str | os.P
     if not matched:
         raise CrispError(f"none of the {len(groups)} micrograph name(s) of the picks matches a micrograph "
                          f"file (e.g. '{next(iter(groups))}')")
-    rows: list[pd.DataFrame] = []
+    plans: dict[str, _Plan] = {}
     pixel_sizes: set[float] = set()
-    from tqdm import tqdm
-
-    for stem in tqdm(matched, desc="extract", unit="mic", disable=not progress):
+    for stem in matched:
         table = groups[stem]
         if threshold is not None:
             if FOM not in table.columns:
@@ -257,57 +308,86 @@ def extract_particles(micrographs: Iterable[str | os.PathLike[str]] | str | os.P
             keep = table[FOM].to_numpy(dtype=np.float64) >= threshold
             result.n_below_threshold += int((~keep).sum())
             table = table[keep].reset_index(drop=True)
-        mic = read_micrograph(lookup[stem], pixel_size=pixel_size)
-        if mic.pixel_size is None:
+        mic_px = pixel_size or read_header_pixel_size(lookup[stem])
+        if mic_px is None:
             raise CrispError("no pixel size in the header; give one (--pixel-size)", lookup[stem])
-        pixel_sizes.add(round(float(mic.pixel_size), 4))
+        pixel_sizes.add(round(float(mic_px), 4))
+        shape = read_micrograph_shape(lookup[stem])
         x0, y0 = box_corners(table[X].to_numpy(), table[Y].to_numpy(), box_px)
-        ok = inside(x0, y0, box_px, mic.shape)
+        ok = inside(x0, y0, box_px, shape)
         result.n_outside += int((~ok).sum())
-        table = table[ok].reset_index(drop=True)
-        x0, y0 = x0[ok], y0[ok]
-        if len(table) == 0:
-            continue
-        stack_rel = f"{STACK_DIR}/{stem}.mrcs"
-        stack_path = out / stack_rel
-        if stack_path.is_file() and _stack_shape(stack_path) == (len(table), out_px, out_px):
-            result.skipped_existing += 1
-        else:
-            stack = cut_boxes(mic.data, x0, y0, box_px)
-            stack = normalise_stack(fourier_crop_stack(stack, out_px), bg_radius_px)
-            if invert:
-                stack = -stack
-            write_mrc(stack_path, stack, pixel_size=mic.pixel_size * bin_factor, dtype=np.float32)
-        part = pd.DataFrame({
-            "rlnImageName": [f"{k:06d}@{stack_rel}" for k in range(1, len(table) + 1)],
-            NAME: str(lookup[stem]),
-            X: table[X].to_numpy(dtype=np.float64),
-            Y: table[Y].to_numpy(dtype=np.float64),
-        })
-        for column in CARRIED_COLUMNS:
-            if column in table.columns:
-                part[column] = table[column].to_numpy()
-        part["rlnOpticsGroup"] = 1
-        rows.append(part)
-        result.per_micrograph[stem] = len(table)
+        if ok.any():
+            plans[stem] = _Plan(lookup[stem], table[ok].reset_index(drop=True), x0[ok], y0[ok], shape)
     if len(pixel_sizes) > 1:
         raise CrispError(f"the micrographs have different pixel sizes ({sorted(pixel_sizes)} Å); "
                          "extract them separately or give --pixel-size")
-    if not rows:
+    if not plans:
         raise CrispError(f"no particle could be extracted ({result.n_outside} boxes left the micrograph, "
                          f"{result.n_below_threshold} picks were below the threshold)")
-    particles = pd.concat(rows, ignore_index=True)
-    mic_px = pixel_sizes.pop()
-    optics = pd.DataFrame({
-        "rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
-        "rlnMicrographOriginalPixelSize": [mic_px], "rlnVoltage": [float(voltage)],
-        "rlnSphericalAberration": [float(cs)], "rlnAmplitudeContrast": [float(amplitude_contrast)],
-        "rlnImagePixelSize": [mic_px * bin_factor], "rlnImageSize": [out_px],
-        "rlnImageDimensionality": [2], "rlnCtfDataAreCtfPremultiplied": [0],
-    })
-    write_particles_star(result.star_path, optics, particles)
-    result.n_particles = len(particles)
+    settings = extraction_settings(box_px, bin_factor, invert=invert, threshold=threshold,
+                                   pixel_size=pixel_size, voltage=voltage, cs=cs,
+                                   amplitude_contrast=amplitude_contrast, bg_radius_px=bg_radius_px,
+                                   picks=picks)
+    items = [Item(stem, inputs=(plan.path,), outputs=(f"{STACK_DIR}/{stem}.mrcs",), data=plan)
+             for stem, plan in plans.items()]
+
+    def extract_one(item: Item, staging: Staging) -> dict:
+        plan: _Plan = item.data
+        mic = read_micrograph(plan.path, pixel_size=pixel_size)
+        if mic.shape != plan.shape:
+            raise CrispError(f"the header says {plan.shape[1]} x {plan.shape[0]} px but the image is "
+                             f"{mic.shape[1]} x {mic.shape[0]} px", plan.path)
+        stack = cut_boxes(mic.data, plan.x0, plan.y0, box_px)
+        stack = normalise_stack(fourier_crop_stack(stack, out_px), bg_radius_px)
+        if invert:
+            stack = -stack
+        write_mrc(staging.path(item.outputs[0]), stack, pixel_size=mic.pixel_size * bin_factor,
+                  dtype=np.float32)
+        return {"micrograph": str(plan.path), "n_particles": len(plan.table)}
+
+    folders = list(input_dirs)
+    if isinstance(micrographs, (str, os.PathLike)) and Path(micrographs).is_dir():
+        folders.append(micrographs)
+    batch = run_batch("extract", items, extract_one, out, settings, overwrite=overwrite,
+                      keep_going=keep_going, progress=progress, shard=shard, input_dirs=folders)
+    result.skipped_existing = len(batch.skipped)
+    result.failed = dict(batch.failed)
+    result.per_micrograph = {stem: int(batch.records[stem]["n_particles"]) for stem in batch.names
+                             if stem in batch.records}
+    done = read_records(out)
+    rows = [_particle_rows(stem, plans[stem]) for stem in plans
+            if done.get(stem, {}).get("status") == "done" and (out / STACK_DIR / f"{stem}.mrcs").is_file()]
+    if rows:
+        particles = pd.concat(rows, ignore_index=True)
+        mic_px = pixel_sizes.pop()
+        optics = pd.DataFrame({
+            "rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
+            "rlnMicrographOriginalPixelSize": [mic_px], "rlnVoltage": [float(voltage)],
+            "rlnSphericalAberration": [float(cs)], "rlnAmplitudeContrast": [float(amplitude_contrast)],
+            "rlnImagePixelSize": [mic_px * bin_factor], "rlnImageSize": [out_px],
+            "rlnImageDimensionality": [2], "rlnCtfDataAreCtfPremultiplied": [0],
+        })
+        write_particles_star(result.star_path, optics, particles)
+        result.n_particles = len(particles)
+    batch.raise_failures()
     return result
+
+
+def _particle_rows(stem: str, plan: _Plan) -> pd.DataFrame:
+    """The ``data_particles`` rows of one micrograph's stack (image k = k-th kept pick)."""
+    table = plan.table
+    stack_rel = f"{STACK_DIR}/{stem}.mrcs"
+    part = pd.DataFrame({
+        "rlnImageName": [f"{k:06d}@{stack_rel}" for k in range(1, len(table) + 1)],
+        NAME: str(plan.path),
+        X: table[X].to_numpy(dtype=np.float64),
+        Y: table[Y].to_numpy(dtype=np.float64),
+    })
+    for column in CARRIED_COLUMNS:
+        if column in table.columns:
+            part[column] = table[column].to_numpy()
+    part["rlnOpticsGroup"] = 1
+    return part
 
 
 def write_particles_star(path: str | os.PathLike[str], optics: pd.DataFrame, particles: pd.DataFrame) -> Path:
