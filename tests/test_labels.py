@@ -447,14 +447,17 @@ def test_make_labels_resumes_an_interrupted_run(tmp_path):
     out = tmp_path / "ds"
     config = LabelConfig(radius_px=6, qc_count=0)
     make_labels(mics, out, config, coordinates=coords, progress=False, echo=lambda _: None)
+    first = read_yaml(out / "labels.yaml")
     # as if stopped after the first micrograph: no summary yet, the second mask missing
-    meta = read_yaml(out / "labels.yaml")
-    save_yaml(out / "labels.yaml", {"settings": meta["settings"], "complete": False})
+    save_yaml(out / "labels.yaml", {"settings": first["settings"], "complete": False})
     (out / "masks" / "mic_b.mrc").unlink()
     run = make_labels(mics, out, config, coordinates=coords, progress=False, echo=lambda _: None)
     assert run.made == ["mic_b"] and run.skipped == ["mic_a"]
     meta = read_yaml(out / "labels.yaml")
-    assert meta["complete"] and meta["n_particles"] == 8 and meta["micrographs"]["mic_a"]["resumed"]
+    assert meta["complete"] and meta["n_particles"] == 8
+    # the skipped micrograph's entry comes whole from its batch record, as an uninterrupted run wrote it
+    assert meta == first
+    assert meta["micrographs"]["mic_a"]["coordinates"] == str(coords / "mic_a.star")
     assert meta["micrographs"]["mic_a"]["mask_fraction"] == pytest.approx(truth["mic_a"][2].mean(), abs=1e-6)
 
 

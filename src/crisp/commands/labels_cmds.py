@@ -64,7 +64,8 @@ LABELS_HELP = (
     "Writes OUTPUT/micrographs/NAME.mrc (float32 copy, original resolution), masks/NAME.mrc (uint8 0/1), "
     "coordinates/NAME.star (centres used), labels.yaml (every setting) and qc.png (mask outlines and "
     "centres over the first micrographs: check that the centres sit on particles). A rerun with the "
-    "same settings skips micrographs already done."
+    "same settings skips micrographs already done; other settings are refused unless --overwrite. "
+    "OUTPUT may not be a folder of the inputs."
 )
 
 
@@ -114,13 +115,21 @@ def register(app: typer.Typer) -> None:
             help="reproject: fraction of each projection's maximum, or 'li' (default 0.5 for a mask, "
             "li for a map)."),
         qc_count: int = typer.Option(4, "--qc-count", help="Micrographs shown in qc.png (0: no figure)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Recompute every micrograph, also those "
+                                       "OUTPUT holds from other settings."),
+        keep_going: bool = typer.Option(False, "--keep-going", help="Go on with the other micrographs when "
+                                        "one fails (exit 2 at the end, listing the failures)."),
+        shard: str = typer.Option(None, "--shard", help="I/N: label only the I-th of N shares of the "
+                                  "micrographs (e.g. one cluster job each)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
         """Make training labels from real data (see LABELS_HELP)."""
+        from crisp.batch import parse_shard
         from crisp.config import check_output, validate_config
         from crisp.labels import LabelConfig, make_labels
 
         _check_numbers(radius, radius_a, pixel_size, lowpass_sigma, window_factor, disk_fraction, qc_count)
+        shard_spec = parse_shard(shard)
         check_output(output, "folder")
         if method != "reproject":
             check_radius_fits(micrographs, radius, radius_a, pixel_size)
@@ -132,7 +141,8 @@ def register(app: typer.Typer) -> None:
             "projection_threshold": _projection_threshold(projection_threshold),
         }, "command line")
         run = make_labels(micrographs, output, config, coordinates=coords or None, particles=particles,
-                          mask3d=mask3d, progress=progress, echo=typer.echo)
+                          mask3d=mask3d, progress=progress, echo=typer.echo, overwrite=overwrite,
+                          keep_going=keep_going, shard=shard_spec)
         n_particles = sum(s["n_used"] for s in run.micrographs.values())
         typer.echo(f"{len(run.made)} micrographs labelled, {len(run.skipped)} already done "
                    f"({n_particles} particles) in {run.seconds:.1f} s -> {run.out_dir}")

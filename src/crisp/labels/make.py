@@ -6,7 +6,12 @@ together with a 3D mask for the ``reproject`` method. The output follows :mod:`c
 ``micrographs/NAME.mrc`` (float32 copy at the original resolution, pixel size in the header),
 ``masks/NAME.mrc`` (uint8 0/1), ``coordinates/NAME.star`` (the centres used, original pixels),
 ``labels.yaml`` (every setting and per-micrograph counts) and ``qc.png`` (overlay of the first
-micrographs). A rerun with the same settings skips micrographs whose three files exist.
+micrographs).
+
+The per-micrograph work runs on the batch engine (:mod:`crisp.batch`), one item per micrograph: a
+rerun skips micrographs done with the same settings and unchanged inputs, refuses other settings
+(naming them) unless ``overwrite``, and never leaves a half-written file. ``labels.yaml`` and
+``qc.png`` are written after the batch from the items' records.
 """
 
 from __future__ import annotations
@@ -22,14 +27,15 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from crisp.config import StageConfig, read_yaml, save_yaml, to_plain
-from crisp.dataset import DatasetFolder
+from crisp.config import StageConfig, save_yaml, to_plain
+from crisp.dataset import COORDINATES, MASKS, MICROGRAPHS
 from crisp.errors import CrispError
 
 LABELS_FILE = "labels.yaml"
 QC_FILE = "qc.png"
 METHODS = ("disk", "threshold", "reproject")
-_SETTINGS_IGNORED = ("qc_count",)  # settings that may change between a run and its resumption
+VERB = "labels"
+_SETTINGS_IGNORED = ("qc_count",)  # settings that do not decide the outputs
 
 
 class LabelConfig(StageConfig):
@@ -77,6 +83,7 @@ class LabelRun:
     seconds: float
     messages: list[str] = field(default_factory=list)
     qc_figure: Path | None = None
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def _validate(config: LabelConfig) -> None:
@@ -103,57 +110,11 @@ def _settings(config: LabelConfig) -> dict:
     return {k: v for k, v in to_plain(config).items() if k not in _SETTINGS_IGNORED}
 
 
-def _check_resume(out_dir: Path, settings: dict, inputs: dict) -> dict:
-    """Previous labels.yaml content; error if it was made with other settings."""
-    path = out_dir / LABELS_FILE
-    if not path.is_file():
-        return {}
-    previous = read_yaml(path)
-    defaults = _settings(LabelConfig())  # settings added later count as their defaults in older files
-    before = {k: v for k, v in defaults.items() if k in settings} | previous.get("settings", {})
-    changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-    if changed:
-        diffs = ", ".join(f"{k}: {before.get(k)!r} -> {settings.get(k)!r}" for k in changed)
-        raise CrispError(f"holds labels made with other settings ({diffs}); choose another output folder "
-                         "or delete this one", out_dir)
-    return previous
-
-
 def _drop_outside(df: pd.DataFrame, shape: tuple[int, int]) -> tuple[pd.DataFrame, int]:
     x = df["rlnCoordinateX"].to_numpy(float)
     y = df["rlnCoordinateY"].to_numpy(float)
     inside = (x >= 0) & (x < shape[1]) & (y >= 0) & (y < shape[0])
     return df[inside].reset_index(drop=True), int((~inside).sum())
-
-
-def _write_star(path: Path, df: pd.DataFrame) -> None:
-    import starfile
-
-    from crisp.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        starfile.write(df, tmp, overwrite=True)
-
-
-def _read_star(path: Path) -> pd.DataFrame:
-    import starfile
-
-    df = starfile.read(path, always_dict=True)
-    return next(iter(df.values())) if df else pd.DataFrame()
-
-
-def _stats_from_files(folder: DatasetFolder, name: str, mic_path: Path, config: LabelConfig) -> dict:
-    """Per-micrograph record rebuilt from the files of an interrupted run."""
-    from crisp.io.micrographs import read_micrograph
-
-    mask = read_micrograph(folder.mask(name))
-    n_used = len(_read_star(folder.coordinates(name)))
-    radius_px = None if config.method == "reproject" else config.radius_for(mask.pixel_size, mic_path)
-    return {"source": str(mic_path), "coordinates": None, "shape": list(mask.shape),
-            "pixel_size": mask.pixel_size, "radius_px": radius_px,
-            "diameter_px": None if radius_px is None else 2 * radius_px, "n_coordinates": n_used,
-            "n_used": n_used, "n_outside": 0, "mask_fraction": round(float(mask.data.mean()), 6),
-            "resumed": True}
 
 
 def _mask_for(method: str, config: LabelConfig, image: np.ndarray, centres: pd.DataFrame,
@@ -220,100 +181,40 @@ def _pair_table(mic_paths: list[Path], particles: pd.DataFrame, source: str
     return pairs, matching, "\n".join(lines)
 
 
-def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-                out_dir: str | os.PathLike[str], config: LabelConfig | None = None, *,
-                coordinates: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
-                particles: str | os.PathLike[str] | None = None,
-                mask3d: str | os.PathLike[str] | None = None,
-                progress: bool = True, echo: Callable[[str], None] | None = None) -> LabelRun:
-    """Write a dataset folder of micrographs, label masks and centres.
+def _paths(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        return [value]
+    return list(value)
 
-    Parameters
-    ----------
-    micrographs
-        A folder, glob pattern, file or list of these (MRC, TIFF, PNG, JPG).
-    out_dir
-        The dataset folder to write (see :mod:`crisp.dataset`).
-    config
-        :class:`LabelConfig`; ``method`` chooses ``disk``, ``threshold`` or ``reproject``.
-    coordinates
-        Coordinate files or a folder of them (methods ``disk`` and ``threshold``), paired with the
-        micrographs by file stem. ``x`` = column and ``y`` = row of the micrograph as read; use
-        ``config.flip_y`` when the picker counted rows from the other edge.
-    particles, mask3d
-        RELION particle STAR of a refinement and a 3D mask or map (MRC), for ``reproject``.
-    progress
-        Show a progress bar.
-    echo
-        Where to print the pairing report and warnings (default: ``tqdm.write``).
 
-    Returns
-    -------
-    LabelRun
+def _item_inputs(mic_path: Path, source: Path | pd.DataFrame, table_file: Path | None) -> tuple[Path, ...]:
+    if isinstance(source, pd.DataFrame):
+        return (mic_path,) if table_file is None else (mic_path, table_file)
+    return (mic_path, source)
 
-    Raises
-    ------
-    CrispError
-        No micrographs, no pairs, radius missing, Å radius without pixel size, a coordinate file
-        whose every centre falls outside its micrograph, settings that differ from those of a
-        previous run in ``out_dir``, unreadable inputs.
-    """
-    from tqdm.auto import tqdm
 
-    from crisp import __version__
-    from crisp.io.coordinates import flip_y, read_coordinates
-    from crisp.io.micrographs import list_micrographs, read_micrograph, write_mrc
+class _Labeller:
+    """The batch item function of :func:`make_labels`: one micrograph -> micrograph, mask, centres."""
 
-    config = config or LabelConfig()
-    _validate(config)
-    say = echo or tqdm.write
-    out = Path(out_dir)
-    folder = DatasetFolder(out)
-    started = time.perf_counter()
-    mic_paths = list_micrographs(micrographs)
-    volume = particle_table = None
-    if config.method == "reproject":
-        if particles is None or mask3d is None:
-            raise CrispError("method 'reproject' needs --particles (RELION STAR of a refinement) and "
-                             "--mask3d (3D mask or map, MRC)")
-        from crisp.labels.reproject import read_particles, read_volume
+    def __init__(self, config: LabelConfig, coord_source: str, volume, say: Callable[[str], None]) -> None:
+        self.config, self.coord_source, self.volume, self.say = config, coord_source, volume, say
+        self.messages: list[str] = []
 
-        particle_table = read_particles(particles, config.pixel_size)
-        volume = read_volume(mask3d)
-        pairs, matching, report = _pair_table(mic_paths, particle_table, str(particles))
-    else:
-        if coordinates is None:
-            raise CrispError(f"method '{config.method}' needs coordinates: give --coords")
-        pairs, matching, report = _pair_coordinates(mic_paths, coordinates, config)
-    say(report)
-    if not pairs:
-        raise CrispError("no micrograph could be paired with coordinates (pairing is by file stem); "
-                         "nothing to do", out)
-    settings = _settings(config)
-    inputs = {"micrographs": [str(p) for p in mic_paths] if len(mic_paths) <= 50 else str(micrographs),
-              "coordinates": None if coordinates is None else to_plain(coordinates),
-              "particles": None if particles is None else str(particles),
-              "mask3d": None if mask3d is None else str(mask3d)}
-    previous = _check_resume(out, settings, inputs)
-    stats: dict[str, dict] = dict(previous.get("micrographs") or {})
-    if not previous:  # record the settings first, so that an interrupted run is resumed only with them
-        save_yaml(out / LABELS_FILE, {"crisp_version": __version__, "method": config.method,
-                                      "settings": settings, "inputs": inputs, "complete": False})
-    names, made, skipped, messages = [], [], [], []
-    for mic_path, source in tqdm(pairs, desc="labels", unit="micrograph", disable=not progress):
-        name = mic_path.stem
-        names.append(name)
-        outputs = (folder.micrograph(name), folder.mask(name), folder.coordinates(name))
-        if all(p.is_file() for p in outputs):
-            if name not in stats:  # done by a run that was interrupted before writing its summary
-                stats[name] = _stats_from_files(folder, name, mic_path, config)
-            skipped.append(name)
-            continue
+    def __call__(self, item, staging) -> dict:
+        import starfile
+
+        from crisp.io.coordinates import flip_y, read_coordinates
+        from crisp.io.micrographs import read_micrograph, write_mrc
+
+        config, name = self.config, item.name
+        mic_path, source = item.data
         mic = read_micrograph(mic_path, pixel_size=config.pixel_size)
         if config.method == "reproject":
             pixel_size = config.pixel_size or mic.pixel_size
             table = flip_y(source, mic.shape[0]) if config.flip_y else source.copy()
-            coord_source = str(particles)
+            coord_source = self.coord_source
             radius_px = None
             if not pixel_size:
                 raise CrispError("pixel size unknown (no MRC header value, no rlnMicrographPixelSize): "
@@ -323,7 +224,7 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
             radius_px = config.radius_for(pixel_size, mic_path)
             if isinstance(source, pd.DataFrame):
                 table = flip_y(source, mic.shape[0]) if config.flip_y else source.copy()
-                coord_source = str(inputs["coordinates"])
+                coord_source = self.coord_source
             else:
                 table = read_coordinates(source, config.coord_format, micrograph_name=mic_path.name,
                                          micrograph_shape=mic.shape, flip_y=config.flip_y)
@@ -337,24 +238,140 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
         if n_outside:
             message = (f"{name}: {n_outside} of {n_read} coordinates fall outside the micrograph and are "
                        "ignored")
-            messages.append(message)
-            say("warning: " + message)
-        mask, extra = _mask_for(config.method, config, mic.data, table, radius_px, pixel_size, volume)
+            self.messages.append(message)
+            self.say("warning: " + message)
+        mask, extra = _mask_for(config.method, config, mic.data, table, radius_px, pixel_size, self.volume)
         centres = table.copy()
         centres["rlnMicrographName"] = f"{name}.mrc"
         keep = ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY"] + [
             c for c in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnAutopickFigureOfMerit")
             if c in centres.columns]
-        _write_star(folder.coordinates(name), centres[keep])
-        write_mrc(folder.micrograph(name), mic.data.astype(np.float32, copy=False), pixel_size=pixel_size)
-        write_mrc(folder.mask(name), mask.astype(np.uint8, copy=False), pixel_size=pixel_size)
-        stats[name] = {"source": str(mic_path), "coordinates": coord_source, "shape": list(mic.shape),
-                       "pixel_size": pixel_size, "radius_px": radius_px,
-                       "diameter_px": None if radius_px is None else 2 * radius_px,
-                       "n_coordinates": n_read, "n_used": len(table), "n_outside": n_outside,
-                       "mask_fraction": round(float(mask.mean()), 6), **extra}
-        made.append(name)
-    stats = {n: stats[n] for n in names if n in stats}
+        starfile.write(centres[keep], staging.path(_output(COORDINATES, name, ".star")), overwrite=True)
+        write_mrc(staging.path(_output(MICROGRAPHS, name)), mic.data.astype(np.float32, copy=False),
+                  pixel_size=pixel_size)
+        write_mrc(staging.path(_output(MASKS, name)), mask.astype(np.uint8, copy=False),
+                  pixel_size=pixel_size)
+        stats = to_plain({"source": str(mic_path), "coordinates": coord_source, "shape": list(mic.shape),
+                          "pixel_size": pixel_size, "radius_px": radius_px,
+                          "diameter_px": None if radius_px is None else 2 * radius_px,
+                          "n_coordinates": n_read, "n_used": len(table), "n_outside": n_outside,
+                          "mask_fraction": round(float(mask.mean()), 6), **extra})
+        # the record's JSON sorts keys: keep their order for labels.yaml
+        return {"stats": stats, "keys": list(stats), "messages": self.messages[-1:] if n_outside else []}
+
+
+def _output(sub: str, name: str, suffix: str = ".mrc") -> str:
+    return f"{sub}/{name}{suffix}"
+
+
+def _ordered(result: dict) -> dict:
+    stats = result.get("stats") or {}
+    keys = [k for k in result.get("keys") or [] if k in stats]
+    return {k: stats[k] for k in keys + sorted(set(stats) - set(keys))}
+
+
+def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+                out_dir: str | os.PathLike[str], config: LabelConfig | None = None, *,
+                coordinates: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
+                particles: str | os.PathLike[str] | None = None,
+                mask3d: str | os.PathLike[str] | None = None,
+                progress: bool = True, echo: Callable[[str], None] | None = None,
+                overwrite: bool = False, keep_going: bool = False,
+                shard: tuple[int, int] | None = None) -> LabelRun:
+    """Write a dataset folder of micrographs, label masks and centres.
+
+    Parameters
+    ----------
+    micrographs
+        A folder, glob pattern, file or list of these (MRC, TIFF, PNG, JPG).
+    out_dir
+        The dataset folder to write (see :mod:`crisp.dataset`); not a folder of the inputs.
+    config
+        :class:`LabelConfig`; ``method`` chooses ``disk``, ``threshold`` or ``reproject``.
+    coordinates
+        Coordinate files or a folder of them (methods ``disk`` and ``threshold``), paired with the
+        micrographs by file stem. ``x`` = column and ``y`` = row of the micrograph as read; use
+        ``config.flip_y`` when the picker counted rows from the other edge.
+    particles, mask3d
+        RELION particle STAR of a refinement and a 3D mask or map (MRC), for ``reproject``.
+    progress
+        Show a progress bar.
+    echo
+        Where to print the pairing report and warnings (default: ``tqdm.write``).
+    overwrite
+        Recompute every micrograph, also those ``out_dir`` holds from other settings.
+    keep_going
+        Go on with the other micrographs when one fails; the failures are listed in one error at
+        the end (after ``labels.yaml`` is written).
+    shard
+        ``(I, N)``: label only the I-th of N shares of the micrographs (:func:`crisp.batch.select_shard`);
+        ``labels.yaml`` then records every micrograph done so far by any shard.
+
+    Returns
+    -------
+    LabelRun
+
+    Raises
+    ------
+    CrispError
+        No micrographs, no pairs, radius missing, Å radius without pixel size, a coordinate file
+        whose every centre falls outside its micrograph, settings that differ from those of a
+        previous run in ``out_dir`` (without ``overwrite``), an output folder that is an input
+        folder, unreadable inputs.
+    """
+    from tqdm.auto import tqdm
+
+    from crisp import __version__
+    from crisp.batch import Item, read_records, run_batch
+    from crisp.io.coordinates import list_coordinate_files
+    from crisp.io.micrographs import list_micrographs
+
+    config = config or LabelConfig()
+    _validate(config)
+    say = echo or tqdm.write
+    out = Path(out_dir)
+    started = time.perf_counter()
+    mic_paths = list_micrographs(micrographs)
+    volume = None
+    table_file: Path | None = None
+    if config.method == "reproject":
+        if particles is None or mask3d is None:
+            raise CrispError("method 'reproject' needs --particles (RELION STAR of a refinement) and "
+                             "--mask3d (3D mask or map, MRC)")
+        from crisp.labels.reproject import read_particles, read_volume
+
+        particle_table = read_particles(particles, config.pixel_size)
+        volume = read_volume(mask3d)
+        pairs, matching, report = _pair_table(mic_paths, particle_table, str(particles))
+        coord_source = str(particles)
+    else:
+        if coordinates is None:
+            raise CrispError(f"method '{config.method}' needs coordinates: give --coords")
+        pairs, matching, report = _pair_coordinates(mic_paths, coordinates, config)
+        coord_source = str(to_plain(coordinates))
+        if pairs and isinstance(pairs[0][1], pd.DataFrame):
+            table_file = list_coordinate_files(coordinates, expand_index=True)[0]
+    say(report)
+    if not pairs:
+        raise CrispError("no micrograph could be paired with coordinates (pairing is by file stem); "
+                         "nothing to do", out)
+    settings = _settings(config)
+    inputs = {"micrographs": [str(p) for p in mic_paths] if len(mic_paths) <= 50 else str(micrographs),
+              "coordinates": None if coordinates is None else to_plain(coordinates),
+              "particles": None if particles is None else str(particles),
+              "mask3d": None if mask3d is None else str(mask3d)}
+    extra_inputs = tuple(Path(p) for p in (particles, mask3d) if p is not None)
+    items = [Item(mic_path.stem, inputs=_item_inputs(mic_path, source, table_file) + extra_inputs,
+                  outputs=(_output(MICROGRAPHS, mic_path.stem), _output(MASKS, mic_path.stem),
+                           _output(COORDINATES, mic_path.stem, ".star")),
+                  data=(mic_path, source)) for mic_path, source in pairs]
+    input_dirs = [p for p in _paths(micrographs) + _paths(coordinates) if Path(p).is_dir()]
+    labeller = _Labeller(config, coord_source, volume, say)
+    result = run_batch(VERB, items, labeller, out, settings, overwrite=overwrite, keep_going=keep_going,
+                       progress=progress, shard=shard, input_dirs=input_dirs)
+    names = [item.name for item in items]
+    records = {n: r for n, r in read_records(out).items() if r.get("status") == "done"}
+    stats = {n: _ordered(records[n].get("result") or {}) for n in names if n in records}
     radii = {s.get("radius_px") for s in stats.values()}
     pixel_sizes = {s.get("pixel_size") for s in stats.values()}
     summary = {
@@ -370,12 +387,15 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
         "n_particles": int(sum(s["n_used"] for s in stats.values())),
         "n_outside": int(sum(s["n_outside"] for s in stats.values())),
         "micrographs": stats,
-        "complete": True,
+        "complete": len(stats) == len(names),
     }
     save_yaml(out / LABELS_FILE, summary)
     from crisp.qc import labels_qc_figure
 
-    qc = labels_qc_figure(out, names[:config.qc_count], out / QC_FILE) if config.qc_count > 0 else None
-    return LabelRun(out_dir=out, names=names, made=made, skipped=skipped, micrographs=stats,
-                    matching=matching, seconds=time.perf_counter() - started, messages=messages,
-                    qc_figure=qc)
+    shown = [n for n in names if n in stats][:config.qc_count]
+    qc = labels_qc_figure(out, shown, out / QC_FILE) if config.qc_count > 0 and shown else None
+    run = LabelRun(out_dir=out, names=result.names, made=list(result.done), skipped=list(result.skipped),
+                   micrographs=stats, matching=matching, seconds=time.perf_counter() - started,
+                   messages=labeller.messages, qc_figure=qc, failed=dict(result.failed))
+    result.raise_failures()
+    return run
