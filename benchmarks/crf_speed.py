@@ -1,6 +1,6 @@
 """Speed and memory of the dense CRF layer (crisp.models.crf) against pydensecrf's mean field.
 
-Run: ``python benchmarks/crf_speed.py [--size 512] [--repeats 5] [--scale 4]``
+Run: ``python -m benchmarks.crf_speed [--size 512] [--repeats 5] [--scale 4]``
 
 Input: a synthetic two-class ``size x size`` patch (noisy dark disks on a flat background), CNN-like
 logits from the same disks, 5 iterations. The kernels are the paper's (theta_alpha 160 px, theta_beta
@@ -124,8 +124,7 @@ def time_pydensecrf(logits, micrograph, scale: float, repeats: int) -> tuple[flo
 
 _MEMORY_CHILD = """
 import json, sys, threading, time, psutil, torch
-sys.path.insert(0, {bench!r})
-from crf_speed import synthetic_patch
+from benchmarks.crf_speed import synthetic_patch
 from crisp.models.crf import CRFConfig, build_crf
 size, scale, kind, backward = {size}, {scale}, {kind!r}, {backward}
 logits, micrograph = synthetic_patch(size)
@@ -157,12 +156,10 @@ print(json.dumps({{"base_mb": base / 2**20, "peak_mb": peak[0] / 2**20}}))
 
 
 def peak_memory(size: int, scale: float, kind: str, backward: bool) -> dict:
-    from pathlib import Path
+    from benchmarks import REPO
 
-    code = _MEMORY_CHILD.format(
-        bench=str(Path(__file__).resolve().parent), size=size, scale=scale, kind=kind, backward=backward
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = _MEMORY_CHILD.format(size=size, scale=scale, kind=kind, backward=backward)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -10,7 +10,7 @@ subset it reports pixel IoU against the binned true masks, the fraction of undec
 
 Usage::
 
-    python benchmarks/crf_strength.py RUN DATASET [--subset val] [--weights 1,5,20,100] [--out FIG.png]
+    python -m benchmarks.crf_strength RUN DATASET [--subset val] [--weights 1,5,20,100] [--out FIG.png]
 """
 
 from __future__ import annotations

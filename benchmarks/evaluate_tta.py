@@ -7,7 +7,7 @@ own test figures (``RUN/evaluation/test.json``, when present) beside those with 
 
 Usage::
 
-    python benchmarks/evaluate_tta.py RUN DATASET OUT
+    python -m benchmarks.evaluate_tta RUN DATASET OUT
 """
 
 from __future__ import annotations

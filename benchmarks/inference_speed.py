@@ -20,9 +20,9 @@ torch's default (oversubscribed OpenMP threads wait for each other).
 
 Usage::
 
-    python benchmarks/inference_speed.py                          # cpu: bin 4, 2, 1; paper: bin 4, 2
-    python benchmarks/inference_speed.py --cases paper:1 --repeats 1
-    python benchmarks/inference_speed.py --size 1024 --cases cpu:4,paper:4 --repeats 1   # quick check
+    python -m benchmarks.inference_speed                          # cpu: bin 4, 2, 1; paper: bin 4, 2
+    python -m benchmarks.inference_speed --cases paper:1 --repeats 1
+    python -m benchmarks.inference_speed --size 1024 --cases cpu:4,paper:4 --repeats 1   # quick check
 
 Prints a Markdown table, exits 0; ``--json FILE`` writes the rows. Not run in CI.
 """
@@ -39,6 +39,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import REPO
 
 DEFAULT_CASES = "cpu:4,cpu:2,cpu:1,paper:4,paper:2"
 STAGES = ("read", "bin+normalise", "predict", "upsample", "write")
@@ -210,10 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for preset, binning in parse_cases(args.cases):
             start = time.perf_counter()
-            command = [sys.executable, str(Path(__file__).resolve()), "--one", f"{preset}:{binning}",
+            command = [sys.executable, "-m", "benchmarks.inference_speed", "--one", f"{preset}:{binning}",
                        "--micrograph", str(micrograph), "--work", str(work), "--repeats", str(args.repeats)]
             command += ["--threads", str(args.threads)] if args.threads else []
-            proc = subprocess.run(command, capture_output=True, text=True)
+            proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
             if proc.returncode != 0:
                 error = (proc.stderr.strip().splitlines() or ["?"])[-1]
                 print(proc.stderr, file=sys.stderr)

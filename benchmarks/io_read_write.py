@@ -1,6 +1,6 @@
 """Time micrograph and coordinate I/O: 4k x 4k MRC (float32, uint16, float16), JPG, and picks tables.
 
-Run: ``python benchmarks/io_read_write.py`` (writes to a temporary folder; uses the real 4k JPG of
+Run: ``python -m benchmarks.io_read_write`` (writes to a temporary folder; uses the real 4k JPG of
 ../shared/data/empiar10017-dev when present). Prints a Markdown table of median times.
 """
 

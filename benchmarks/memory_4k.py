@@ -6,7 +6,7 @@ size), pick it with the run's ``picker.yaml`` (or grid-nms defaults). Target: 4 
 
 Usage::
 
-    python benchmarks/memory_4k.py RUN_DIR MICROGRAPH.mrc [--work /tmp/mem4k]
+    python -m benchmarks.memory_4k RUN_DIR MICROGRAPH.mrc [--work /tmp/mem4k]
 """
 
 from __future__ import annotations

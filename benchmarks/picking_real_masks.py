@@ -9,7 +9,7 @@ seconds per 4096 x 4096 map. This measures the picking step alone (a perfect seg
 
 Usage::
 
-    python benchmarks/picking_real_masks.py [--data ../shared/data/empiar10017-dev] [--tune 3]
+    python -m benchmarks.picking_real_masks [--data ../shared/data/empiar10017-dev] [--tune 3]
 """
 
 from __future__ import annotations

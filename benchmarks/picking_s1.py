@@ -10,9 +10,9 @@ diameter, both at the score threshold chosen on validation. Prints a Markdown ta
 
 Usage::
 
-    python benchmarks/picking_s1.py --work /tmp/s1
+    python -m benchmarks.picking_s1 --work /tmp/s1
     # any dataset folder with a split and a run trained on it, e.g. the real-data benchmark's:
-    python benchmarks/picking_s1.py --work W --data W/labels-disk --run W/run-disk
+    python -m benchmarks.picking_s1 --work W --data W/labels-disk --run W/run-disk
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ of picks with score >= 0.5, and the fraction of true centres recovered within di
 
 Usage::
 
-    python benchmarks/picking_speed.py [--repeats 5] [--diameters 24,48,96] [--size 1024]
+    python -m benchmarks.picking_speed [--repeats 5] [--diameters 24,48,96] [--size 1024]
 
 Targets: grid-nms and crocker-grier <= 0.1 s per map, contour <= 0.3 s.
 """

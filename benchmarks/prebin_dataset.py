@@ -11,7 +11,7 @@ size ratio, ``split.yaml`` copied and ``labels.yaml`` with ``diameter_px`` divid
 
 Usage::
 
-    python benchmarks/prebin_dataset.py DATASET OUT [--bin 4]
+    python -m benchmarks.prebin_dataset DATASET OUT [--bin 4]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ pixels with 0.1 < p < 0.9, fraction with p >= 0.5) and writes a PNG with one cur
 
 Usage::
 
-    python benchmarks/probability_histograms.py RUN [RUN ...] --out hist.png [--subset test] [--labels a,b]
+    python -m benchmarks.probability_histograms RUN [RUN ...] --out hist.png [--subset test] [--labels a,b]
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ Not run in CI.
 
 Usage::
 
-    python benchmarks/real_data.py --labels-only              # label generation only (~1-2 min)
-    python benchmarks/real_data.py --work /tmp/crisp-real     # everything (training takes long)
-    python benchmarks/real_data.py --work W --methods threshold --set encoder=resnet34 --set encoder_depth=5
+    python -m benchmarks.real_data --labels-only              # label generation only (~1-2 min)
+    python -m benchmarks.real_data --work /tmp/crisp-real     # everything (training takes long)
+    python -m benchmarks.real_data --work W --methods threshold --set encoder=resnet34 --set encoder_depth=5
 """
 
 from __future__ import annotations

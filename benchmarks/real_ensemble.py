@@ -13,7 +13,7 @@ Prints one table (Markdown) and writes ``OUT/results.json``. Not run in CI.
 
 Usage::
 
-    python benchmarks/real_ensemble.py --work W0 W1 W2 --out /tmp/crisp-real-ensemble
+    python -m benchmarks.real_ensemble --work W0 W1 W2 --out /tmp/crisp-real-ensemble
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_data import DEFAULT_DATA, _has_tabulate, provided_centres, provided_masks, tune_and_score  # noqa: E402
+from benchmarks.real_data import DEFAULT_DATA, _has_tabulate, provided_centres, provided_masks, tune_and_score
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ Writes ``OUT`` (PNG: each group's mean and six examples) and prints the counts a
 
 Usage::
 
-    python benchmarks/real_error_crops.py --work WORK [--method threshold] --out crops.png
+    python -m benchmarks.real_error_crops --work WORK [--method threshold] --out crops.png
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_data import DEFAULT_DATA, DIAMETER_PX, provided_centres  # noqa: E402
+from benchmarks.real_data import DEFAULT_DATA, DIAMETER_PX, provided_centres
 
 GROUPS = ("true positives", "false positives", "missed", "background")
 

@@ -20,7 +20,7 @@ or calls), not how the candidates are ranked.
 
 Usage::
 
-    python benchmarks/real_pick_scores.py --work /tmp/crisp-real [--method threshold]
+    python -m benchmarks.real_pick_scores --work /tmp/crisp-real [--method threshold]
 """
 
 from __future__ import annotations
@@ -32,9 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import real_data  # noqa: E402
+from benchmarks import real_data
 
 BIN = 4
 

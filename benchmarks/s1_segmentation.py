@@ -2,11 +2,11 @@
 
 Full run (long: simulation of 32 4k micrographs + ~20 min of training on 2 CPU cores)::
 
-    python benchmarks/s1_segmentation.py --out /tmp/s1
+    python -m benchmarks.s1_segmentation --out /tmp/s1
 
 Reduced check (4 micrographs of 1024 px: 2 train, 1 val, 1 test, 2 epochs)::
 
-    python benchmarks/s1_segmentation.py --out /tmp/s1-small --reduced
+    python -m benchmarks.s1_segmentation --out /tmp/s1-small --reduced
 
 Steps: `crisp simulate` with the `paper` preset (bundled reference map, SNR 0.005, seed 1) but
 ``--count`` micrographs, a fixed split, `crisp train` with the `cpu` preset, `crisp segment` of the

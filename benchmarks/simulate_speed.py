@@ -5,8 +5,8 @@ Targets (brief of issue 2): 4096 x 4096 with 150 particles <= 15 s and <= 3 GB p
 
 Usage::
 
-    python benchmarks/simulate_speed.py            # all cases, table on stdout
-    python benchmarks/simulate_speed.py --repeats 1 --cases small,1k
+    python -m benchmarks.simulate_speed            # all cases, table on stdout
+    python -m benchmarks.simulate_speed --repeats 1 --cases small,1k
 
 Columns: ``load`` = ASPIRE import + map resampling + reference projection (once per run);
 ``simulate`` = one micrograph in memory (projections, CTF, noise, labels), mean over repeats;
@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from benchmarks import REPO
 
 CASES = {
     # name: (preset, overrides)
@@ -68,8 +70,8 @@ def main() -> None:
         return
     rows = []
     for name in args.cases.split(","):
-        out = subprocess.run([sys.executable, __file__, "--one", name, "--repeats", str(args.repeats)],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run([sys.executable, "-m", "benchmarks.simulate_speed", "--one", name, "--repeats",
+                              str(args.repeats)], check=True, capture_output=True, text=True, cwd=REPO).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     header = (f"{'case':<10}{'size':>11}{'Å/px':>6}{'particles':>10}{'box':>5}{'load s':>8}"
               f"{'simulate s':>11}{'write s':>8}{'peak RSS GB':>12}")

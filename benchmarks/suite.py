@@ -11,9 +11,9 @@ finds no data.
 
 Subcommands::
 
-    python benchmarks/suite.py s1    [--work DIR] [--quick] [--epochs N] [--crf-epochs 50] [--threads N]
-    python benchmarks/suite.py speed [--work DIR] [--quick] [--run RUN] [--micrograph MRC] [--cases ...]
-    python benchmarks/suite.py real  [--work DIR] [--quick] [--data DIR] [--methods disk,threshold]
+    python -m benchmarks.suite s1    [--work DIR] [--quick] [--epochs N] [--crf-epochs 50] [--threads N]
+    python -m benchmarks.suite speed [--work DIR] [--quick] [--run RUN] [--micrograph MRC] [--cases ...]
+    python -m benchmarks.suite real  [--work DIR] [--quick] [--data DIR] [--methods disk,threshold]
                                      [--epochs N] [--disk-fraction F] [--ensemble K] [--threads N]
 
 ``s1``: benchmark S1 end to end: simulation + training + pixel metrics (``s1_segmentation.py``), the
@@ -58,8 +58,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
+from benchmarks import REPO
+
+BENCH = REPO / "benchmarks"
 REAL_DATA = REPO.parent / "shared" / "data" / "empiar10017-dev"
 INVOCATION: list[str] = []  # the suite's own arguments, for the table's header
 CRF_GRID = {"crf.kind": ["crf", "cd-crf"], "crf.solver": ["mean-field", "frank-wolfe"]}
@@ -119,7 +120,7 @@ class Suite:
 
     def __init__(self, name: str, work: Path, quick: bool):
         self.name, self.work, self.quick = name, work, quick
-        self.invocation = shlex.join(["python", "benchmarks/suite.py", *INVOCATION])
+        self.invocation = shlex.join(["python", "-m", "benchmarks.suite", *INVOCATION])
         self.rows: list[Row] = []
         self.failed: list[str] = []
         self.started = time.time()
@@ -224,7 +225,7 @@ def run_s1(args) -> int:
     s1 = suite.folder("s1")
     data, run = s1 / "data", s1 / "run"
 
-    argv = [py, str(BENCH / "s1_segmentation.py"), "--out", str(s1), "--seed", str(args.seed)]
+    argv = [py, "-m", "benchmarks.s1_segmentation", "--out", str(s1), "--seed", str(args.seed)]
     if args.quick:
         argv += ["--reduced", "--epochs", str(args.epochs or 1)]
     elif args.epochs:
@@ -248,7 +249,8 @@ def run_s1(args) -> int:
         suite.skip("crf", "no trained S1 network")
         return suite.finish()
 
-    ok, _, command = suite.run("cnn-eval", [py, str(BENCH / "suite.py"), "evaluate-run", str(run), str(data)])
+    ok, _, command = suite.run("cnn-eval",
+                               [py, "-m", "benchmarks.suite", "evaluate-run", str(run), str(data)])
 
     sweep_dir = s1 / "crf"
     crf_epochs = args.crf_epochs or (1 if args.quick else 50)
@@ -290,7 +292,7 @@ def run_s1(args) -> int:
     if len(evaluated) > 1:
         labels = ["cnn"] + [label.split(" ", 1)[1].replace(", ", "-").lower()
                             for label in list(evaluated)[1:]]
-        argv = [py, str(BENCH / "probability_histograms.py"), *map(str, evaluated.values()),
+        argv = [py, "-m", "benchmarks.probability_histograms", *map(str, evaluated.values()),
                 "--out", str(s1 / "histograms.png"), "--labels", ",".join(labels)]
         ok, out, command = suite.run("histograms", argv)
         if ok:
@@ -311,7 +313,7 @@ def run_s1(args) -> int:
     else:
         suite.skip("histograms", "no evaluated CRF run")
 
-    ok, _, command = suite.run("picking", [py, str(BENCH / "picking_s1.py"), "--work", str(s1)])
+    ok, _, command = suite.run("picking", [py, "-m", "benchmarks.picking_s1", "--work", str(s1)])
     if ok:
         for row in json.loads((s1 / "picking_s1.json").read_text()):
             params = ", ".join(f"{k} {v}" for k, v in json.loads(row["params"]).items())
@@ -360,7 +362,7 @@ def run_speed(args) -> int:
     speed.mkdir(parents=True, exist_ok=True)
     notes = []
 
-    argv = [py, str(BENCH / "simulate_speed.py")] + (["--cases", "small,1k", "--repeats", "1"] if args.quick
+    argv = [py, "-m", "benchmarks.simulate_speed"] + (["--cases", "small,1k", "--repeats", "1"] if args.quick
                                                       else ["--repeats", "2"])
     ok, out, command = suite.run("simulate", argv)
     if ok:
@@ -388,7 +390,7 @@ def run_speed(args) -> int:
                 suite.add("simulate", f"{label}: peak RSS (GB)", peak, command=command)
 
     inference_json = speed / "inference.json"
-    argv = [py, str(BENCH / "inference_speed.py"), "--json", str(inference_json)]
+    argv = [py, "-m", "benchmarks.inference_speed", "--json", str(inference_json)]
     if args.quick:
         argv += ["--size", "1024", "--cases", args.cases or "cpu:4,paper:4", "--repeats", "1"]
     else:
@@ -413,7 +415,7 @@ def run_speed(args) -> int:
                      "warm-up, "
                      f"{record['micrograph']}.")
 
-    argv = [py, str(BENCH / "crf_speed.py")] + (["--size", "128", "--repeats", "1"] if args.quick
+    argv = [py, "-m", "benchmarks.crf_speed"] + (["--size", "128", "--repeats", "1"] if args.quick
                                                  else ["--repeats", "5"])
     ok, out, command = suite.run("crf", argv)
     if ok:
@@ -452,7 +454,8 @@ def run_speed(args) -> int:
             notes.append("pydensecrf2 is not installed (pip install 'crisp-em[bench]'): no reference "
                          "CRF time.")
 
-    argv = [py, str(BENCH / "picking_speed.py")] + (["--repeats", "1", "--size", "512"] if args.quick else [])
+    argv = [py, "-m", "benchmarks.picking_speed"]
+    argv += ["--repeats", "1", "--size", "512"] if args.quick else []
     ok, out, command = suite.run("picking", argv)
     if ok:
         size = 512 if args.quick else 1024
@@ -469,8 +472,7 @@ def run_speed(args) -> int:
     if args.run is not None:
         run, network = args.run, f"the run {args.run}"
     else:
-        sys.path.insert(0, str(BENCH))
-        from inference_speed import make_random_run
+        from benchmarks.inference_speed import make_random_run
 
         run = speed / "random-cpu-run"
         if not (run / "checkpoints" / "best.ckpt").is_file():
@@ -479,7 +481,7 @@ def run_speed(args) -> int:
     if micrograph is None:
         suite.skip("memory", "no micrograph")
     else:
-        argv = [py, str(BENCH / "memory_4k.py"), str(run), str(micrograph), "--work", str(speed / "mem4k")]
+        argv = [py, "-m", "benchmarks.memory_4k", str(run), str(micrograph), "--work", str(speed / "mem4k")]
         ok, out, command = suite.run("memory", argv)
         if ok:
             for line in out.splitlines():
@@ -503,7 +505,7 @@ def _real_epochs(args) -> int | None:
 
 def _real_data_argv(args, work: Path, methods: str) -> list[str]:
     """The ``real_data.py`` command of the ``real`` suite for one work folder."""
-    argv = [sys.executable, str(BENCH / "real_data.py"), "--data", str(args.data), "--work", str(work),
+    argv = [sys.executable, "-m", "benchmarks.real_data", "--data", str(args.data), "--work", str(work),
             "--methods", methods]
     if _real_epochs(args):
         argv += ["--epochs", str(_real_epochs(args))]
@@ -524,7 +526,7 @@ def _real_ensemble(suite: Suite, args, real: Path) -> None:
         if not ok:
             return
         works.append(work)
-    argv = [sys.executable, str(BENCH / "real_ensemble.py"), "--data", str(args.data),
+    argv = [sys.executable, "-m", "benchmarks.real_ensemble", "--data", str(args.data),
             "--work", *map(str, works), "--out", str(suite.folder("real-ensemble"))]
     ok, _, command = suite.run("real-ensemble", argv)
     if not ok:
@@ -564,7 +566,7 @@ def run_real(args) -> int:
             suite.check("real-data", f"{m}: picking F1", row["pick_F1"], ">=", 0.90, command=command,
                         shown=f"{row['pick_F1']:.3f}")
     if "disk" in methods.split(",") and (real / "run-disk" / "summary.json").is_file():
-        argv = [py, str(BENCH / "picking_s1.py"), "--work", str(real / "pick-disk"), "--data",
+        argv = [py, "-m", "benchmarks.picking_s1", "--work", str(real / "pick-disk"), "--data",
                 str(real / "labels-disk"), "--run", str(real / "run-disk")]
         (real / "pick-disk").mkdir(parents=True, exist_ok=True)
         ok, _, command = suite.run("picking", argv)
@@ -576,7 +578,7 @@ def run_real(args) -> int:
                           command, data=row)
     if args.ensemble > 1 and "disk" in methods.split(",") and (real / "run-disk" / "summary.json").is_file():
         _real_ensemble(suite, args, real)
-    argv = [py, str(BENCH / "picking_real_masks.py"), "--data", str(args.data)]
+    argv = [py, "-m", "benchmarks.picking_real_masks", "--data", str(args.data)]
     ok, out, command = suite.run("expert-masks", argv)
     if ok:
         for line in out.splitlines():

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/workflow_demo.py [--quick-only] [--out /tmp/crisp-demo-bench]
+    python -m benchmarks.workflow_demo [--quick-only] [--out /tmp/crisp-demo-bench]
 
 Each size runs from scratch (``--force``) into OUT/quick and OUT/full. Prints one table of seconds
 per stage and the metrics of each size. The targets: quick <= 3 min, full <= 10 min on 2 CPU cores.
