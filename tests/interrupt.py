@@ -9,6 +9,7 @@ returns. The test then reruns the same command and compares the outputs with an 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,6 +51,29 @@ def output_files(folder: Path) -> dict[str, bytes]:
     folder = Path(folder)
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file() and STATE_DIR not in p.parts and p.name != MANIFEST}
+
+
+_MRC_LABELS = slice(224, 1024)  # the MRC header's ten 80-byte text labels (mrcfile stamps its write time)
+_STARFILE_STAMP = re.compile(rb"# Created by the starfile Python package[^\n]*\n")
+
+
+def output_data(folder: Path) -> dict[str, bytes]:
+    """:func:`output_files` without the write times that mrcfile and starfile put into every file.
+
+    An MRC file's text labels (header bytes 224-1024: "Created by mrcfile.py  DATE TIME") and a STAR
+    file's "# Created by the starfile Python package ... at TIME on DATE" line are blanked; every other
+    byte (the data, the rest of the header) is compared. Two runs a second apart compare equal when
+    their data are.
+    """
+    found = {}
+    for name, data in output_files(folder).items():
+        if name.endswith((".mrc", ".mrcs")) and len(data) >= 1024:
+            start, stop = _MRC_LABELS.start, _MRC_LABELS.stop
+            data = data[:start] + bytes(stop - start) + data[stop:]
+        elif name.endswith(".star"):
+            data = _STARFILE_STAMP.sub(b"", data)
+        found[name] = data
+    return found
 
 
 def leftover_temporaries(folder: Path) -> list[str]:
