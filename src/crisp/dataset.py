@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,72 @@ def read_split(path: str | os.PathLike[str]) -> Split:
                      test=list(data.get("test") or []), seed=int(data.get("seed", 0)))
     except (KeyError, TypeError, ValueError) as err:
         raise CrispError(f"not a split manifest ({err})", path) from None
+
+
+def read_true_centres(root: str | os.PathLike[str], names: Iterable[str], *, required: bool = True):
+    """The true particle centres of the named micrographs: ``ROOT/coordinates/NAME.star``.
+
+    This is the one reader of "the truth for these micrographs" for scoring picks (evaluation,
+    picker tuning, reports, benchmarks). It reads any folder with that layout: a CRISP dataset
+    folder, or a set of real micrographs with its coordinates (e.g. EMPIAR-10017).
+
+    Parameters
+    ----------
+    root
+        The folder holding ``coordinates/``.
+    names
+        Micrograph stems, in the order wanted.
+    required
+        True: a missing file is a :class:`CrispError` naming it. False: return None when any is missing.
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        ``rlnMicrographName`` (the stem NAME), ``rlnCoordinateX`` (column), ``rlnCoordinateY`` (row) in
+        pixels of the micrograph, the micrographs in the order of ``names``. None when ``names`` is
+        empty, or when a file is missing and not ``required``.
+    """
+    import pandas as pd
+
+    from crisp.io.coordinates import read_coordinates
+
+    columns = ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY"]
+    folder = DatasetFolder(Path(root))
+    frames = []
+    for name in names:
+        path = folder.coordinates(name)
+        if not path.is_file():
+            if required:
+                raise CrispError(f"no true coordinates for micrograph '{name}'", path)
+            return None
+        table = read_coordinates(path, micrograph_name=name)
+        table["rlnMicrographName"] = name
+        frames.append(table[columns])
+    if not frames:
+        return None
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_true_masks(root: str | os.PathLike[str], names: Iterable[str]) -> dict:
+    """The true masks of the named micrographs of a dataset folder: ``ROOT/masks/NAME.mrc``.
+
+    Returns
+    -------
+    dict
+        NAME -> the mask as a float32 array (1 = particle, 0 = background), in the order of ``names``.
+
+    Raises
+    ------
+    CrispError
+        A mask is missing (the message names the file).
+    """
+    from crisp.io.micrographs import read_micrograph
+
+    folder = DatasetFolder(Path(root))
+    masks = {}
+    for name in names:
+        path = folder.mask(name)
+        if not path.is_file():
+            raise CrispError(f"no true mask for micrograph '{name}'", path)
+        masks[name] = read_micrograph(path).data
+    return masks
