@@ -13,12 +13,20 @@ or any timm model as ``tu-NAME`` (e.g. ``tu-mobilenetv3_small_100``).
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Any
 
 from crisp.errors import CrispError
+from crisp.models.losses import (  # noqa: F401 - re-exported: the losses used to live here
+    LOSS_ALIASES,
+    LOSS_NAMES,
+    LOSSES,
+    build_loss,
+    parse_loss_spec,
+    resolve_loss,
+    single_loss,
+)
 
 # never let huggingface_hub / timm reach the network
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,9 +54,7 @@ CURATED_ENCODERS = (
 _DECODER_CHANNELS_BY_DEPTH = {"unet": (256, 128, 64, 32, 16), "unetplusplus": (256, 128, 64, 32, 16),
                               "manet": (256, 128, 64, 32, 16)}
 
-LOSS_NAMES = ("dice", "jaccard", "tversky", "lovasz", "cross-entropy", "focal")
-_LOSS_ALIASES = {"ce": "cross-entropy", "crossentropy": "cross-entropy", "cross_entropy": "cross-entropy",
-                 "iou": "jaccard"}
+_LOSS_ALIASES = LOSS_ALIASES
 
 
 def _smp():
@@ -300,88 +306,5 @@ def encoder_parameter_count(name: str, depth: int = 5) -> int:
 
 
 # ------------------------------------------------------------------------------------------ losses
-def _resolve_loss(name: str) -> str:
-    key = name.strip().lower()
-    key = _LOSS_ALIASES.get(key, key)
-    if key not in LOSS_NAMES:
-        raise CrispError(f"unknown loss '{name}'; choose one of: {', '.join(LOSS_NAMES)}")
-    return key
-
-
-def single_loss(name: str, **params: Any):
-    """One loss module by name, multiclass mode on ``[B, 2, H, W]`` logits and ``[B, H, W]`` labels.
-
-    ``tversky`` takes ``alpha`` and ``beta``; ``focal`` ``alpha`` and ``gamma``; the others smp's own
-    keyword arguments. ``cross-entropy`` is torch's :class:`~torch.nn.CrossEntropyLoss`.
-    """
-    import torch
-
-    smp = _smp()
-    key = _resolve_loss(name)
-    mode = smp.losses.MULTICLASS_MODE
-    factories = {
-        "dice": lambda: smp.losses.DiceLoss(mode, **params),
-        "jaccard": lambda: smp.losses.JaccardLoss(mode, **params),
-        "tversky": lambda: smp.losses.TverskyLoss(mode, **params),
-        "lovasz": lambda: smp.losses.LovaszLoss(mode, **params),
-        "focal": lambda: smp.losses.FocalLoss(mode, **params),
-        "cross-entropy": lambda: torch.nn.CrossEntropyLoss(**params),
-    }
-    try:
-        return factories[key]()
-    except TypeError as err:
-        raise CrispError(f"bad parameters {params} for loss '{name}': {err}") from None
-
-
-_TERM = re.compile(r"^\s*(?:([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?([A-Za-z][A-Za-z0-9_\-]*)\s*$")
-
-
-def parse_loss_spec(spec: str | list | dict) -> list[dict[str, Any]]:
-    """Normalise a loss specification to a list of ``{name, weight, params}`` terms.
-
-    Accepted: ``"dice"``, ``"dice+0.5*focal"``, a dict ``{name, weight, params}`` or a list of them.
-    """
-    if isinstance(spec, dict):
-        spec = [spec]
-    if isinstance(spec, str):
-        terms = []
-        for part in spec.split("+"):
-            match = _TERM.match(part)
-            if not match:
-                raise CrispError(f"cannot parse loss '{spec}' (expected e.g. 'dice' or 'dice+0.5*focal')")
-            weight = float(match.group(1)) if match.group(1) else 1.0
-            terms.append({"name": _resolve_loss(match.group(2)), "weight": weight, "params": {}})
-        return terms
-    terms = []
-    for item in spec:
-        if not isinstance(item, dict) or "name" not in item:
-            raise CrispError(f"loss terms must be mappings with a 'name' (got {item!r})")
-        extra = set(item) - {"name", "weight", "params"}
-        if extra:
-            raise CrispError(f"unknown keys {sorted(extra)} in loss term {item!r}")
-        terms.append({"name": _resolve_loss(item["name"]), "weight": float(item.get("weight", 1.0)),
-                      "params": dict(item.get("params") or {})})
-    if not terms:
-        raise CrispError("empty loss specification")
-    return terms
-
-
-def build_loss(spec: str | list | dict):
-    """A callable ``loss(logits [B, 2, H, W], labels [B, H, W] long) -> scalar``: a weighted sum."""
-    import torch
-
-    terms = parse_loss_spec(spec)
-
-    class WeightedLoss(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.terms = torch.nn.ModuleList(single_loss(t["name"], **t["params"]) for t in terms)
-            self.weights = [t["weight"] for t in terms]
-
-        def forward(self, logits, labels):
-            total = 0.0
-            for weight, term in zip(self.weights, self.terms, strict=True):
-                total = total + weight * term(logits, labels)
-            return total
-
-    return WeightedLoss()
+# the loss registry lives in crisp.models.losses; these names stay importable from here
+_resolve_loss = resolve_loss
