@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from crisp.io.coordinates import read_coordinates
+from benchmarks.real_data import DEFAULT_DATA
+from crisp.dataset import read_true_centres
 from crisp.metrics.picking import box_map
 from crisp.picking import get_finder
 from crisp.picking.tune import pick_maps, tune_picker
@@ -31,19 +32,18 @@ DIAMETER = 108.0
 
 
 def load(data: Path) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
-    maps, frames = {}, []
-    for star in sorted((data / "coordinates").glob("*.star")):
-        name = star.stem
+    """The expert masks as probability maps (grey level / 255) and the expert centres, per micrograph."""
+    names = sorted(star.stem for star in (data / "coordinates").glob("*.star"))
+    maps = {}
+    for name in names:
         with Image.open(data / "masks" / f"{name}_mask.jpg") as img:
             maps[name] = np.asarray(img.convert("L"), dtype=np.float32) / 255
-        frames.append(read_coordinates(star).assign(rlnMicrographName=name))
-    return maps, pd.concat(frames, ignore_index=True)
+    return maps, read_true_centres(data, names)
 
 
 def main() -> None:
-    repo = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=repo.parent / "shared" / "data" / "empiar10017-dev")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--tune", type=int, default=3)
     args = parser.parse_args()
     maps, truth = load(args.data)

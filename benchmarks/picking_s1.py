@@ -23,23 +23,6 @@ import time
 from pathlib import Path
 
 
-def _read_maps(folder: Path, names: list[str]):
-    from crisp.io.micrographs import read_micrograph
-
-    return {n: read_micrograph(folder / f"{n}.mrc").data for n in names}
-
-
-def _truth(data, names: list[str]):
-    import pandas as pd
-
-    from crisp.io.coordinates import read_coordinates
-
-    frames = [read_coordinates(data.coordinates(n), micrograph_name=n) for n in names]
-    truth = pd.concat(frames, ignore_index=True)
-    truth["rlnMicrographName"] = [n for n, f in zip(names, frames, strict=True) for _ in range(len(f))]
-    return truth
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,11 +32,12 @@ def main() -> int:
     parser.add_argument("--run", type=Path, default=None, help="training run (default WORK/run)")
     args = parser.parse_args()
 
-    from crisp.dataset import DatasetFolder, dataset_diameter_px, read_split
+    from crisp.dataset import DatasetFolder, dataset_diameter_px, read_split, read_true_centres
     from crisp.metrics.picking import box_map, radius_match_metrics
     from crisp.picking import available_finders
     from crisp.picking.tune import pick_maps, tune_picker
     from crisp.predict import segment_files
+    from crisp.workflow.evaluate_run import read_maps
 
     data = DatasetFolder.open(args.data or args.work / "data")
     split = read_split(data.split_file)
@@ -62,8 +46,8 @@ def main() -> int:
     val_dir, test_dir = args.work / "maps-val", args.work / "maps"
     segment_files(run, [data.micrograph(n) for n in split.val], val_dir, progress=True)
     segment_files(run, [data.micrograph(n) for n in split.test], test_dir, progress=True)
-    val_maps, test_maps = _read_maps(val_dir, split.val), _read_maps(test_dir, split.test)
-    val_truth, test_truth = _truth(data, split.val), _truth(data, split.test)
+    val_maps, test_maps = read_maps(val_dir, split.val), read_maps(test_dir, split.test)
+    val_truth, test_truth = read_true_centres(data.root, split.val), read_true_centres(data.root, split.test)
 
     finders = args.finders.split(",") if args.finders else available_finders()
     rows = []

@@ -51,10 +51,10 @@ def provided_masks(data: Path, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def provided_centres(data: Path, names: list[str]) -> pd.DataFrame:
-    from crisp.io.coordinates import read_coordinates
+    """The provided centres (``DATA/coordinates/NAME.star``) of the named micrographs."""
+    from crisp.dataset import read_true_centres
 
-    return pd.concat([read_coordinates(data / "coordinates" / f"{n}.star", micrograph_name=n) for n in names],
-                     ignore_index=True)
+    return read_true_centres(data, names)
 
 
 def make_label_set(data: Path, work: Path, method: str, masks: dict[str, np.ndarray],

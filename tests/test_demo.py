@@ -6,6 +6,7 @@ The project is made once per session by the ``tiny_demo`` fixture (tests/conftes
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import mrcfile
@@ -225,3 +226,31 @@ def test_stage_runner_skips_done_stages_and_checks_outputs(tmp_path):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     remove_run_dir(tmp_path / "run")
     assert not (tmp_path / "run").exists() and (tmp_path / "notes" / "thesis.tex").is_file()
+
+
+def test_one_truth_reader_gives_the_simulated_centres_and_masks(demo, split, tmp_path):
+    from crisp.dataset import read_true_centres, read_true_masks
+    from crisp.errors import CrispError
+
+    project, _ = demo
+    data = project / "synthetic"
+    names = [*split.test, *split.val]
+    truth = read_true_centres(data, names)
+    assert list(truth.columns) == ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY"]
+    assert list(dict.fromkeys(truth["rlnMicrographName"])) == names  # in the order asked
+    first = starfile.read(data / "coordinates" / f"{names[0]}.star")
+    np.testing.assert_array_equal(truth[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()[:len(first)],
+                                  first[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy())
+    masks = read_true_masks(data, names)
+    assert list(masks) == names and set(np.unique(masks[names[0]])) == {0.0, 1.0}
+    # a folder with one micrograph's truth missing
+    (tmp_path / "coordinates").mkdir()
+    shutil.copy(data / "coordinates" / f"{names[0]}.star", tmp_path / "coordinates")
+    with pytest.raises(CrispError, match=f"no true coordinates for micrograph '{names[1]}'") as err:
+        read_true_centres(tmp_path, names)
+    assert f"{names[1]}.star" in str(err.value)
+    assert read_true_centres(tmp_path, names, required=False) is None
+    assert len(read_true_centres(tmp_path, names[:1])) == len(first)
+    with pytest.raises(CrispError, match=f"no true mask for micrograph '{names[0]}'"):
+        read_true_masks(tmp_path, names)
+    assert read_true_masks(tmp_path, names, required=False) == {}

@@ -61,14 +61,11 @@ def register(app: typer.Typer) -> None:
         finders: str = typer.Option(None, "--finders", help="Comma-separated finders to try (default all)."),
     ) -> None:
         """Choose the centre finder and its parameters by box mAP on validation micrographs."""
-        import pandas as pd
-
         from crisp.config import check_number, check_output
 
         check_number(diameter, "--diameter", gt=0)
         check_output(output, "file")
-        from crisp.dataset import DatasetFolder, dataset_diameter_px
-        from crisp.io.coordinates import read_coordinates
+        from crisp.dataset import DatasetFolder, dataset_diameter_px, read_true_centres
         from crisp.io.micrographs import median_pixel_size
         from crisp.picking.files import read_map
         from crisp.picking.tune import tune_picker, write_tuning
@@ -80,18 +77,11 @@ def register(app: typer.Typer) -> None:
             if diameter is None:
                 raise CrispError("no diameter_px in simulation.yaml or labels.yaml: give --diameter",
                                  folder.root)
-        truth = []
-        for name in names:
-            path = folder.coordinates(name)
-            if not path.is_file():
-                raise CrispError(f"no true coordinates for {subset} micrograph '{name}'", path)
-            table = read_coordinates(path, micrograph_name=name)
-            table["rlnMicrographName"] = name
-            truth.append(table)
+        truth = read_true_centres(folder.root, names)
         maps_dir = _validation_maps(source, names, [folder.micrograph(n) for n in names], subset)
         prob_maps = {name: read_map(maps_dir / f"{name}.mrc") for name in names}
         chosen = [f.strip() for f in finders.split(",") if f.strip()] if finders else None
-        config, table = tune_picker(prob_maps, pd.concat(truth, ignore_index=True), diameter, finders=chosen,
+        config, table = tune_picker(prob_maps, truth, diameter, finders=chosen,
                                     pixel_size=median_pixel_size([maps_dir / f"{n}.mrc" for n in names]),
                                     source=maps_dir)
         yaml_path, csv_path = write_tuning(config, table, output)

@@ -113,7 +113,7 @@ def evaluate_folder(prob_dir: str | os.PathLike[str], dataset_dir: str | os.Path
     ``subset`` names a list of the dataset's ``split.yaml`` (``None`` or ``"all"``: every micrograph
     with a probability map). A micrograph of the subset without a map is an error.
     """
-    from crisp.dataset import DatasetFolder, read_split
+    from crisp.dataset import DatasetFolder, read_split, read_true_masks
     from crisp.io.micrographs import read_micrograph
 
     threshold = check_threshold(threshold)
@@ -129,13 +129,11 @@ def evaluate_folder(prob_dir: str | os.PathLike[str], dataset_dir: str | os.Path
         names = read_split(folder.split_file).subset(subset)
     if not names:
         raise CrispError(f"nothing to evaluate (subset '{subset}' is empty)", prob_dir)
-    preds, truths = {}, {}
+    preds = {}
     for name in names:
         prob_path = prob_dir / f"{name}.mrc"
         if not prob_path.is_file():
             raise CrispError(f"no probability map for micrograph '{name}'", prob_path)
-        if not folder.mask(name).is_file():
-            raise CrispError(f"no true mask for micrograph '{name}'", folder.mask(name))
         preds[name] = read_micrograph(prob_path).data
-        truths[name] = read_micrograph(folder.mask(name)).data
+    truths = read_true_masks(folder.root, names)
     return pixel_metrics(preds, truths, threshold)

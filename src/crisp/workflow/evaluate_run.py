@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from crisp.atomic import write_text_atomic
-from crisp.dataset import dataset_diameter_px
+from crisp.dataset import dataset_diameter_px, read_true_centres, read_true_masks
 from crisp.errors import CrispError
 
 NAME, X, Y, SCORE = "rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit"
@@ -66,25 +66,6 @@ def subset_names(dataset_dir: str | os.PathLike[str], subset: str) -> list[str]:
     from crisp.dataset import DatasetFolder
 
     return DatasetFolder.open(dataset_dir).subset(subset)
-
-
-def read_truth(dataset_dir: str | os.PathLike[str], names: Iterable[str]) -> pd.DataFrame | None:
-    """True centres of the named micrographs (``rlnMicrographName`` = name); None if any file is missing."""
-    from crisp.dataset import DatasetFolder
-    from crisp.io.coordinates import read_coordinates
-
-    folder = DatasetFolder(Path(dataset_dir))
-    frames = []
-    for name in names:
-        path = folder.coordinates(name)
-        if not path.is_file():
-            return None
-        table = read_coordinates(path, micrograph_name=name)
-        table[NAME] = name
-        frames.append(table[[NAME, X, Y]])
-    if not frames:
-        return None
-    return pd.concat(frames, ignore_index=True)
 
 
 def read_maps(prob_dir: str | os.PathLike[str], names: Iterable[str]) -> dict[str, np.ndarray]:
@@ -127,9 +108,7 @@ def tune_on_maps(prob_dir: str | os.PathLike[str], dataset_dir: str | os.PathLik
     if diameter_px is None:
         raise CrispError("particle diameter unknown (no diameter_px in simulation.yaml or labels.yaml)",
                          dataset_dir)
-    truth = read_truth(dataset_dir, names)
-    if truth is None:
-        raise CrispError(f"true coordinates missing for the '{subset}' micrographs", dataset_dir)
+    truth = read_true_centres(dataset_dir, names)
     config, table = tune_picker(read_maps(prob_dir, names), truth, diameter_px, finders=finders,
                                 progress=progress,
                                 pixel_size=median_pixel_size([Path(prob_dir) / f"{n}.mrc" for n in names]))
@@ -258,22 +237,15 @@ def evaluate_run(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike
     prob_dir = Path(prob_dir) if prob_dir is not None else run / "probabilities" / subset
     segment_subset(run, dataset_dir, subset, prob_dir, overwrite=overwrite, progress=progress)
     from crisp.dataset import DatasetFolder
-    from crisp.io.micrographs import read_micrograph
 
     folder = DatasetFolder(Path(dataset_dir))
-    maps = read_maps(prob_dir, names)
-    masks = {}
-    for name in names:
-        if not folder.mask(name).is_file():
-            raise CrispError(f"no true mask for micrograph '{name}'", folder.mask(name))
-        masks[name] = read_micrograph(folder.mask(name)).data
-    _, pooled = pixel_metrics(maps, masks)
+    _, pooled = pixel_metrics(read_maps(prob_dir, names), read_true_masks(dataset_dir, names))
     record: dict[str, Any] = {
         "subset": subset, "micrographs": len(names), "dataset": _relative(Path(dataset_dir), run),
         "probabilities": _relative(prob_dir, run),
         "pixel": {k: float(pooled[k]) for k in ("iou", "precision", "recall", "f1", "accuracy")},
     }
-    truth = read_truth(dataset_dir, names)
+    truth = read_true_centres(dataset_dir, names, required=False)
     if picker is not None and truth is not None:
         if not isinstance(picker, PickerConfig):
             picker = load_picker(picker)

@@ -26,7 +26,6 @@ from crisp.workflow.evaluate_run import (
     read_evaluation,
     read_maps,
     read_picks,
-    read_truth,
     resolve_recorded,
 )
 
@@ -167,7 +166,7 @@ def build_report(inputs: Iterable[str | os.PathLike[str]], out_dir: str | os.Pat
     intro
         A paragraph at the top of the page.
     """
-    from crisp.dataset import DatasetFolder
+    from crisp.dataset import DatasetFolder, read_true_centres, read_true_masks
     from crisp.io.micrographs import read_micrograph
     from crisp.report import (
         Section,
@@ -228,9 +227,10 @@ def build_report(inputs: Iterable[str | os.PathLike[str]], out_dir: str | os.Pat
         histograms[view.label] = _histogram_sample(view.probabilities, names)
         maps = read_maps(view.probabilities, names[:max_micrographs])
         shown = names[:max_micrographs]
+        masks = read_true_masks(dataset, shown, required=False)
         for name in shown:
             image = read_micrograph(folder.micrograph(name)).data
-            mask = read_micrograph(folder.mask(name)).data if folder.mask(name).is_file() else None
+            mask = masks.get(name)
             stem = f"{_safe(view.label)}_{_safe(name)}"
             path = plot_segmentation(image, maps[name], figures / f"{stem}_seg.png", truth_mask=mask,
                                      title=f"{view.label}: {name}")
@@ -239,7 +239,7 @@ def build_report(inputs: Iterable[str | os.PathLike[str]], out_dir: str | os.Pat
         if picks_dir is None or not (picks_dir / "autopick.star").is_file():
             continue
         picks = read_picks(picks_dir)
-        truth = read_truth(dataset, names)
+        truth = read_true_centres(dataset, names, required=False)
         diameter = float(view.evaluation.get("diameter_px") or 0)
         if truth is not None and diameter > 0:
             curves[view.label] = precision_recall_curve(picks, truth, diameter / 2)
