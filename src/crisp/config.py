@@ -57,6 +57,12 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
                          "save it as UTF-8", path) from None
     except yaml.YAMLError as err:
         raise CrispError(f"not valid YAML: {_yaml_problem(err)}", path) from None
+    except (ValueError, OverflowError) as err:  # PyYAML's constructors: a date such as 2001-02-30, an
+        # integer of more than 4300 digits
+        raise CrispError(f"not valid YAML: a value cannot be read ({' '.join(str(err).split())[:120]})",
+                         path) from None
+    except RecursionError:
+        raise CrispError("not valid YAML: nested too deeply", path) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

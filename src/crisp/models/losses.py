@@ -193,18 +193,24 @@ class WeightedLoss(nn.Module):
 
 
 def _probe(loss: WeightedLoss, terms: list[dict[str, Any]]) -> None:
-    """Evaluate ``loss`` once on a fixed 2-class 4x4 input (no random numbers); refuse failures."""
+    """Evaluate ``loss`` once on a fixed 2-class 4x4 input (no random numbers).
+
+    Refused (:class:`CrispError`): an exception, a value that is not a single number, a non-finite value.
+    """
     labels = torch.tensor([[0, 0, 1, 1]] * 4).unsqueeze(0)
     logits = torch.stack([1.0 - labels.float(), labels.float()], dim=1) * 0.5
     for term, module in zip(terms, loss.terms, strict=True):
         try:
             with torch.no_grad():
-                value = module(logits, labels)
-            finite = bool(torch.isfinite(torch.as_tensor(value)).all())
+                value = torch.as_tensor(module(logits, labels))
+            finite = bool(torch.isfinite(value).all())
         except Exception as err:  # noqa: BLE001 - any failure means the parameters do not fit the loss
             reason = str(err).splitlines()[0] if str(err) else ""
             raise CrispError(f"loss '{term['name']}' with params {_short(term['params'])} cannot be "
                              f"evaluated: {type(err).__name__}: {_short(reason)}") from None
+        if value.dim() != 0:
+            raise CrispError(f"loss '{term['name']}' with params {_short(term['params'])} gives a tensor of "
+                             f"shape {tuple(value.shape)}, not one number (reduction?)")
         if not finite:
             raise CrispError(
                 f"loss '{term['name']}' with params {_short(term['params'])} gives a non-finite value"
