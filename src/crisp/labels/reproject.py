@@ -24,6 +24,7 @@ import pandas as pd
 from scipy import ndimage
 
 from crisp.errors import CrispError
+from crisp.io.volumes import looks_like_mask
 from crisp.io.volumes import read_volume as read_mrc_volume
 
 ANGLES = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
@@ -54,19 +55,11 @@ class Volume3D:
 
 
 def read_volume(path: str | os.PathLike[str]) -> Volume3D:
-    """Read a cubic 3D MRC and decide whether it is a mask or a map (see :func:`looks_like_mask`)."""
+    """Read a cubic 3D MRC (:func:`crisp.io.volumes.read_volume`) and decide whether it is a mask or
+    a map (:func:`crisp.io.volumes.looks_like_mask`)."""
     path = Path(path)
     data, voxel = read_mrc_volume(path, what="volume", permissive=True)
     return Volume3D(data=data, voxel_size=voxel, is_mask=looks_like_mask(data), path=path)
-
-
-def looks_like_mask(data: np.ndarray) -> bool:
-    """True for a (soft-edged) mask: values in [0, 1] with a maximum of 1, and at least 30 % of the
-    voxels above 0.01 at 1 (a density map has few voxels near its maximum)."""
-    if data.min() < -1e-3 or abs(float(data.max()) - 1.0) > 1e-3:
-        return False
-    inside = data > 0.01
-    return bool(np.count_nonzero(data > 0.99) >= 0.3 * np.count_nonzero(inside))
 
 
 def _import_aspire():

@@ -53,15 +53,14 @@ def bundled_map_path() -> Path:
 
 
 def read_map(path: str | os.PathLike[str], pixel_size: float | None = None) -> tuple[np.ndarray, float]:
-    """Read a cubic 3-D density map; return (float32 array [z, y, x], voxel size in Å)."""
+    """Read a cubic 3-D density map; return (float32 array [z, y, x], voxel size in Å).
+
+    :func:`crisp.io.volumes.read_volume` with a voxel size required: ``pixel_size`` (Å) when given,
+    else the header's.
+    """
     from crisp.io.volumes import read_volume
 
-    data, voxel = read_volume(path, what="density map")
-    voxel = pixel_size or voxel
-    if voxel is None or not voxel > 0:
-        raise CrispError("the header gives no voxel size; pass the map's pixel size (--map-pixel-size)",
-                         path)
-    return data, float(voxel)
+    return read_volume(path, what="density map", voxel_size=pixel_size, voxel_size_option="--map-pixel-size")
 
 
 def resample_volume(volume: np.ndarray, voxel_size: float, pixel_size: float) -> tuple[np.ndarray, float]:
