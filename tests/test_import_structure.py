@@ -4,7 +4,8 @@ The import graph is built from the source with :mod:`ast` (nothing is imported):
 every ``import crisp.b``, ``from crisp.b import x``, ``from crisp import b`` and relative import in
 module A, at module level or inside a function (a function-level import is still a dependency; it
 only hides a cycle from the interpreter until the function runs). Importing ``crisp.b.c`` also
-imports the package ``crisp.b`` (its ``__init__``), which is an edge too.
+imports the package ``crisp.b`` (its ``__init__``), which is an edge too. Imports under
+``if TYPE_CHECKING:`` are left out: they exist for type checkers and never run.
 """
 
 from __future__ import annotations
@@ -54,6 +55,17 @@ def _targets(module: str, is_package: bool, node: ast.AST) -> list[str]:
     return [prefix] + [f"{prefix}.{alias.name}" for alias in node.names if alias.name != "*"]
 
 
+def _type_checking_imports(tree: ast.AST) -> set[int]:
+    """ids of the import nodes under ``if TYPE_CHECKING:`` (read by type checkers, never run)."""
+    ids = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and (
+                (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+                or (isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING")):
+            ids.update(id(sub) for stmt in node.body for sub in ast.walk(stmt))
+    return ids
+
+
 def import_graph() -> dict[str, set[str]]:
     """Module -> the crisp modules it imports (module level and function level)."""
     modules = module_files()
@@ -61,8 +73,10 @@ def import_graph() -> dict[str, set[str]]:
     for module, path in modules.items():
         is_package = path.name == "__init__.py"
         edges: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        typing_only = _type_checking_imports(tree)
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)) or id(node) in typing_only:
                 continue
             for name in _targets(module, is_package, node):
                 if name != PACKAGE and not name.startswith(PACKAGE + "."):
@@ -144,11 +158,13 @@ def test_the_graph_finds_function_level_and_relative_imports(tmp_path, monkeypat
     (pkg / "sub" / "b.py").write_text("def f():\n    from ..c import g\n")
     (pkg / "c.py").write_text("def g():\n    from crisp import a\n")
     (pkg / "d.py").write_text("from crisp.c import g\n")
-    monkeypatch.setattr(__import__(__name__), "SRC", tmp_path)
+    (pkg / "e.py").write_text("from typing import TYPE_CHECKING\n"
+                              "if TYPE_CHECKING:\n    from crisp import a\n")
+    monkeypatch.setitem(globals(), "SRC", tmp_path)
     graph = import_graph()
     assert graph["crisp.a"] == {"crisp.sub", "crisp.sub.b"}
     assert graph["crisp.sub.b"] == {"crisp.c"} and graph["crisp.c"] == {"crisp.a"}
-    assert graph["crisp.sub"] == set()
+    assert graph["crisp.sub"] == set() and graph["crisp.e"] == set()
     assert find_cycles(graph) == [["crisp.a", "crisp.sub.b", "crisp.c", "crisp.a"]]
 
 
