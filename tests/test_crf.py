@@ -76,6 +76,19 @@ def test_kernel_normalisation_divides_by_the_spatial_mass():
     torch.testing.assert_close(normalised(logits, guide), plain(logits, guide))
 
 
+def test_kernel_mass_of_a_huge_kernel_needs_no_huge_array():
+    # the lattice sum and the closed form agree where the sum switches to it (1000 px) ...
+    radius = int(np.ceil(12 * 999.0)) + 1
+    k = np.arange(-radius, radius + 1, dtype=np.float64)
+    assert spatial_kernel_mass(999.0) == float(np.exp(-0.5 * (k / 999.0) ** 2).sum() ** 2 - 1.0)
+    assert spatial_kernel_mass(1001.0) == pytest.approx(2 * np.pi * 1001.0**2 - 1, rel=1e-12)
+    # ... and a kernel wider than any micrograph builds and runs (the sum over a 2.4e301-long array
+    # raised before)
+    crf = build_crf(CRFConfig(kind="crf", theta_alpha=1e300), scale=1.0)
+    logits, guide = _inputs()
+    assert torch.isfinite(crf.float()(logits.float(), guide.float())).all()
+
+
 def test_config_validation_names_the_field():
     with pytest.raises(CrispError, match="solver"):
         validate_config(CRFConfig, {"kind": "crf", "solver": "gibbs"}, "crf.yaml")

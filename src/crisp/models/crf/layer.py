@@ -35,7 +35,7 @@ def spatial_kernel_mass(theta_px: float) -> float:
     neighbourhood. Dividing a kernel by it makes ``w`` independent of ``theta`` and of binning.
     """
     if theta_px > _MASS_CLOSED_FORM_PX:
-        return float(2.0 * math.pi * theta_px**2 - 1.0)
+        return float(2.0 * math.pi * theta_px * theta_px - 1.0)  # inf, not OverflowError, for 1e300
     radius = int(np.ceil(12 * theta_px)) + 1
     k = np.arange(-radius, radius + 1, dtype=np.float64)
     return float(np.exp(-0.5 * (k / theta_px) ** 2).sum() ** 2 - 1.0)
