@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from crisp.cli import main
-from crisp.config import save_yaml
+from crisp.config import read_yaml, save_yaml
 from crisp.workflow.sweep import load_sweep, run_name, run_sweep
 
 TINY_BASE = {"epochs": 1, "bin": 2, "patch_px": 64, "encoder_depth": 3, "val_overlap_px": 16,
@@ -46,8 +47,12 @@ def test_two_runs_then_a_rerun_skips_both(dataset, tmp_path, capsys):
     assert table["test.picking.F1"].between(0, 1).all() and table["test.box.mAP"].between(0, 1).all()
     assert (out / "loss-dice" / "picker.yaml").is_file()
     assert (out / "comparison.md").is_file() and (out / "comparison.csv").is_file()
-    for run in ("loss-dice", "loss-jaccard"):
-        assert (out / run / "evaluation" / "test.json").is_file()
+    for i, run in enumerate(("loss-dice", "loss-jaccard")):  # the table holds each run's own evaluation
+        record = json.loads((out / run / "evaluation" / "test.json").read_text())
+        assert table["test.pixel.iou"].iloc[i] == pytest.approx(record["pixel"]["iou"])
+        assert table["test.picking.F1"].iloc[i] == pytest.approx(record["picking"]["F1"])
+        assert record["micrographs"] == 2  # the 5 micrographs minus 2 train and 1 validation
+        assert read_yaml(out / run / "config.yaml")["loss"] == run.split("-")[1]
     # the seed is the same in every run, so only the design differs
     configs = [(out / r / "config.yaml").read_text() for r in ("loss-dice", "loss-jaccard")]
     assert configs[0].replace("jaccard", "dice") == configs[1].replace("jaccard", "dice")
