@@ -453,6 +453,4 @@ def make_appearance_filter(
     except KeyError:
         known = ", ".join(sorted(APPEARANCE_BACKENDS))
         raise CrispError(f"unknown appearance filter {name!r}; known: {known}") from None
-    if name == "brute":
-        options = {}
     return factory(features, theta_px, theta_feature, **options)
