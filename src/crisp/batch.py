@@ -162,10 +162,19 @@ def select_shard(items: Sequence[Item], shard: tuple[int, int] | None) -> list[I
     return ordered[index - 1::count]
 
 
-def _write_json(path: Path, data: dict) -> None:
+def _write_json(path: Path, data: dict, tmp_dir: Path | None = None) -> None:
+    """Write ``data`` as JSON atomically: through a hidden temporary beside ``path``, or through
+    ``tmp_dir`` (a process's own temporary folder, removed with it when the process is killed)."""
     from crisp.atomic import write_text_atomic
 
-    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+    text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
+    if tmp_dir is None:
+        write_text_atomic(path, text)
+        return
+    tmp = tmp_dir / f"record-{uuid.uuid4().hex[:8]}.json"
+    tmp.write_text(text, encoding="utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -420,13 +429,13 @@ def _run_item(out: Path, item: Item, fn: Callable, tmp_root: Path, digest: str, 
         record = {"name": item.name, "status": "done", "settings_hash": digest, "inputs": inputs,
                   "outputs": sizes, "result": json.loads(canonical_json(returned)),
                   "seconds": round(time.perf_counter() - started, 3)}
-        _write_json(record_path, record)
+        _write_json(record_path, record, tmp_dir)  # a kill here leaves no temporary among the records
         result.done.append(item.name)
         result.records[item.name] = record["result"]
     except Exception as err:  # noqa: BLE001 - recorded, then re-raised unless keep_going
         message = str(err) if isinstance(err, CrispError) else f"{type(err).__name__}: {err}"
         _write_json(record_path, {"name": item.name, "status": "failed", "settings_hash": digest,
-                                  "error": message})
+                                  "error": message}, tmp_dir)
         result.failed[item.name] = message
         if not keep_going:
             raise
