@@ -41,8 +41,8 @@ def register(app: typer.Typer) -> None:
     def train_cmd(
         dataset: Path = typer.Argument(..., help="Dataset folder (micrographs/, masks/, split.yaml)."),
         output: Path = typer.Option(..., "-o", "--output", help="Run directory to create."),
-        preset: str = typer.Option(None, "--preset",
-                                   help="paper | cpu (default: paper with a GPU, cpu without)."),
+        preset: str = typer.Option("auto", "--preset", help="paper | cpu | auto (paper with a GPU, cpu "
+                                   "without; with --config, the file's own preset)."),
         config: Path = typer.Option(None, "--config", help="YAML file of TrainConfig values."),
         split: Path = typer.Option(None, "--split", help="Split manifest (default DATASET/split.yaml)."),
         arch: str = typer.Option(None, "--arch", help="Architecture (see `crisp models`)."),
@@ -79,18 +79,12 @@ def register(app: typer.Typer) -> None:
         no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
     ) -> None:
         """Train a segmentation network (CNN, optionally with a CRF) on a dataset folder."""
-        from crisp.train import TrainConfig, make_config, train
+        from crisp.run import Run
+        from crisp.train import AUTO_PRESET, TrainConfig, make_config, train
 
         if resume:
             cfg = TrainConfig()  # replaced by the run's own config.yaml
         else:
-            if preset is None and config is None:
-                import torch
-
-                preset = "paper" if torch.cuda.is_available() else "cpu"
-                typer.echo(f"preset: {preset}")
-            if epochs is None and init is not None and crf not in (None, "none"):
-                epochs = 50
             cfg = make_config(
                 preset, config, arch=arch, encoder=encoder, encoder_depth=encoder_depth,
                 encoder_weights=str(encoder_weights) if encoder_weights else None, loss=loss,
@@ -99,10 +93,12 @@ def register(app: typer.Typer) -> None:
                 init=str(init) if init else None, early_stopping_patience=patience, val_every=val_every,
                 augment_photometric=photometric, seed=seed, threads=threads,
                 crf=dict(kind=crf, solver=solver, iterations=crf_iterations, feature_source=feature_source))
-        run = train(cfg, dataset, output, split=split, resume=resume, progress=not no_progress)
-        summary = json.loads((run / "summary.json").read_text())
+            if preset == AUTO_PRESET and cfg.preset is not None:
+                typer.echo(f"preset: {cfg.preset}")
+        run = Run(train(cfg, dataset, output, split=split, resume=resume, progress=not no_progress))
+        summary = run.summary()
         typer.echo(f"best epoch {summary['best_epoch']}: val IoU {summary['best_val_iou']:.4f}, "
-                   f"F1 {summary['best_val_f1']:.4f}; run directory {run}")
+                   f"F1 {summary['best_val_f1']:.4f}; run directory {run.path}")
 
     @app.command("segment")
     def segment(
@@ -110,7 +106,12 @@ def register(app: typer.Typer) -> None:
         micrographs: list[Path] = typer.Argument(..., help="Micrograph files or folders."),
         output: Path = typer.Option(..., "-o", "--output", help="Folder for the probability maps."),
         pixel_size: float = typer.Option(None, "--pixel-size", help="Pixel size in Å (overrides headers)."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Recompute existing maps."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Recompute every map (also when OUTPUT "
+                                       "holds maps of other settings, e.g. another run)."),
+        keep_going: bool = typer.Option(False, "--keep-going", help="Record a failing micrograph and go on "
+                                        "with the others (exit 2 at the end)."),
+        shard: str = typer.Option(None, "--shard", help="I/N: segment only the I-th of N shares of the "
+                                  "micrographs (shards may run at once into one OUTPUT)."),
         batch_size: int = typer.Option(8, "--batch-size", help="Patches per network call."),
         tta: bool = typer.Option(None, "--tta/--no-tta", help="Average the 8 flips and rotations of "
                                  "every patch (8x the time; default: the run's tta setting)."),
@@ -119,6 +120,7 @@ def register(app: typer.Typer) -> None:
         no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
     ) -> None:
         """Write a float16 foreground-probability map (MRC) per micrograph, at the original size."""
+        from crisp.batch import parse_shard
         from crisp.config import check_number, check_output
         from crisp.predict import segment_files
 
@@ -128,7 +130,8 @@ def register(app: typer.Typer) -> None:
 
         runs = [run_dir, *(ensemble or [])]
         written = segment_files(runs, micrographs, output, overwrite=overwrite, batch_size=batch_size,
-                                pixel_size=pixel_size, tta=tta, progress=not no_progress)
+                                pixel_size=pixel_size, tta=tta, progress=not no_progress,
+                                keep_going=keep_going, shard=parse_shard(shard))
         typer.echo(f"{len(written)} probability maps in {output}")
 
     @app.command("evaluate")
