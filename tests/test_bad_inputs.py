@@ -178,13 +178,13 @@ def _cases() -> list[Case]:
         return wrap
 
     # simulate ---------------------------------------------------------------------------------
-    @add("simulate", "`--snr nan`", "--snr")
-    def _(i): return ["simulate", "-o", _s(i.root / "sim"), "--snr", "nan"]
+    @add("simulate", "`--snr inf`", "--snr")
+    def _(i): return ["simulate", "-o", _s(i.root / "sim"), "--snr", "inf"]
 
     @add("simulate", "`--count 0`", "--count")
     def _(i): return ["simulate", "-o", _s(i.root / "sim"), "--count", "0"]
 
-    @add("simulate", "`--amplitude-contrast 1.5`", "--amplitude-contrast")
+    @add("simulate", "`--amplitude-contrast 1.5`", "amplitude contrast")
     def _(i): return ["simulate", "-o", _s(i.root / "sim"), "--amplitude-contrast", "1.5"]
 
     @add("simulate", "`--particles 10-abc`", "--particles")
