@@ -131,6 +131,7 @@ def test_crf_config_loads_or_names_the_file(content):
 @example(content=b"crf:\n  kind: cd-crf\ninit: runs/a\n")
 @example(content=b"loss: [1, 2]\nepochs: -1\n")
 @example(content=b"patch_px: 100\n")
+@example(content=b"preset: {}\n")  # make_config looked it up in PRESETS: TypeError, unhashable
 def test_train_config_loads_or_names_the_file(content):
     with _file(content) as path:
         config = _expect_crisp_error_or(lambda: make_config(config_file=path), path)
@@ -176,6 +177,7 @@ _LOSS_SPECS = st.one_of(_LOSS_STRINGS, _TERMS, st.lists(st.one_of(_TERMS, _VALUE
 @example(spec={"name": "focal", "weight": float("inf")})
 @example(spec=[{"name": None}])
 @example(spec=17)
+@example(spec="dice\n+focal+\x00")  # the message quoted the newline: two lines
 def test_loss_parser_gives_a_loss_or_a_crisp_error(spec):
     try:
         loss = L.build_loss(spec)

@@ -94,8 +94,9 @@ _TERM_KEYS = {"name", "weight", "params"}
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    """``repr`` (or the string itself) cut to ``limit`` characters, for error messages."""
+    """``repr`` (or the string itself, unprintable characters escaped) cut to ``limit`` characters."""
     text = value if isinstance(value, str) else repr(value)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

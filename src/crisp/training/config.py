@@ -133,8 +133,9 @@ def make_config(preset: str | None = None, config_file: str | os.PathLike[str] |
         from crisp.config import read_yaml
 
         file_values = read_yaml(config_file)
-        if "preset" in file_values and preset is None and file_values["preset"] in PRESETS:
-            values.update(PRESETS[file_values["preset"]])
+        file_preset = file_values.get("preset")
+        if isinstance(file_preset, str) and preset is None and file_preset in PRESETS:  # a dict is unhashable
+            values.update(PRESETS[file_preset])
         values.update(file_values)
         epochs_given = epochs_given or "epochs" in file_values
     crf_overrides = overrides.pop("crf", None)
