@@ -178,9 +178,9 @@ def write_coordinates(df: pd.DataFrame, path: str | os.PathLike[str], fmt: str |
     fmt
         ``star``, ``box``, ``txt`` or ``csv`` (or an alias); default from the extension.
     box_size
-        Box size in pixels: required for ``.box`` (unless ``df.attrs["box_size_px"]`` holds it; a whole
-        number: ``.box`` corners and sizes are integers) and gives the ``Diameter`` of ``.csv`` (else
-        the ``rlnDiameter`` column).
+        Box size in pixels: required for ``.box`` (unless ``df.attrs["box_size_px"]`` holds it; rounded
+        to whole pixels there, as ``.box`` corners and sizes are integers) and gives the ``Diameter``
+        of ``.csv`` (else the ``rlnDiameter`` column).
     optics
         For ``.star``: a dict (one optics group) or a DataFrame (one row per group) of RELION optics
         values (``rlnVoltage``, ``rlnSphericalAberration``, ``rlnAmplitudeContrast``,
@@ -199,9 +199,9 @@ def write_coordinates(df: pd.DataFrame, path: str | os.PathLike[str], fmt: str |
     Raises
     ------
     CrispError
-        Unknown or read-only format, missing columns, a missing, non-positive or (for ``.box``)
-        fractional box size, picks of several micrographs for a one-micrograph format, optics groups
-        that do not match, ``star_version="3.1"`` without optics.
+        Unknown or read-only format, missing columns, a missing or non-positive box size, picks of
+        several micrographs for a one-micrograph format, optics groups that do not match,
+        ``star_version="3.1"`` without optics.
     """
     path = Path(path)
     kind = get_format(path, fmt)

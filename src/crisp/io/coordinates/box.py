@@ -3,7 +3,7 @@
 The centre is ``corner + size / 2``. Corners and sizes are written as integers, as EMAN writes them
 and as RELION reads them (``sscanf("%d")``, which would read a fractional corner 1 px off): a
 centre is written to the nearest whole corner, so a re-read centre is within 0.5 px of the
-written one.
+written one. A fractional box size is rounded to whole pixels (half up).
 """
 
 from __future__ import annotations
@@ -44,12 +44,10 @@ def read(path: Path, micrograph_name: str | None) -> pd.DataFrame:
 
 
 def write(df: pd.DataFrame, path: Path, *, box_size: float | None = None, **_) -> None:
-    """Write one micrograph's picks as integer ``.box`` corners of a whole box size in pixels."""
+    """Write one micrograph's picks as integer ``.box`` corners; the box size is rounded to whole pixels."""
     single_micrograph(df, path, ".box")
     size = positive_size(box_size if box_size is not None else df.attrs.get("box_size_px"), ".box", path)
-    if not float(size).is_integer():
-        raise CrispError(f"an EMAN .box size must be a whole number of pixels (got {size:g})", path)
-    size = int(size)
+    size = max(1, int(np.floor(size + 0.5)))
     corners = np.floor(df[[X, Y]].to_numpy(dtype=float) - size / 2 + 0.5).astype(np.int64)
     lines = [f"{x}\t{y}\t{size}\t{size}\n" for x, y in corners]
     write_text_atomic(path, "".join(lines))
