@@ -1,7 +1,7 @@
 """The network a run trains (:func:`build_network`) and its LightningModule (:class:`SegmentationModule`).
 
 The module trains on batches of random patches and validates on whole micrographs: each is
-segmented by the one tiler (:mod:`crisp.inference.tiler`) on the binned grid and scored with the
+segmented by the one tiler (:mod:`crisp.tiling`) on the binned grid and scored with the
 pixel metrics of ``crisp evaluate`` (:mod:`crisp.metrics.pixel`), pooled over the validation pixels:
 ``val_iou`` (the checkpoint criterion), ``val_f1``, ``val_precision``, ``val_recall``, and the mean
 ``val_loss`` of the micrographs.
@@ -20,8 +20,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from crisp.inference.tiler import foreground_fn, predict_probabilities
 from crisp.metrics import pixel
+from crisp.tiling import predict_probabilities
 from crisp.training.config import TrainConfig
 
 #: checkpoint key of the run's settings (``TrainConfig.model_dump(mode="json")``, plain types only)
@@ -95,13 +95,17 @@ class SegmentationModule(pl.LightningModule):
         sample = self.val_samples[int(batch[0])]
         cfg = self.config
         batch_size = cfg.micrographs_per_batch * cfg.patches_per_micrograph
-        probs = predict_probabilities(foreground_fn(self.net, self.device), sample.image, cfg.patch_px,
-                                      cfg.val_overlap_px, batch_size)
+        probs = predict_probabilities(self._foreground, sample.image, cfg.patch_px, cfg.val_overlap_px,
+                                      batch_size)
         _table, pooled = pixel.pixel_metrics({sample.name: probs[1]}, {sample.name: sample.mask}, 0.5)
         self._val_counts += [pooled["tp"], pooled["fp"], pooled["fn"], pooled["tn"]]
         log_probs = torch.from_numpy(np.log(np.clip(probs, 1e-7, 1.0)))[None]
         labels = torch.from_numpy((sample.mask > 0).astype(np.int64))[None]
         self._val_losses.append(float(self.loss_fn(log_probs, labels)))
+
+    def _foreground(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (softmax of the refined output) of patches, as inference makes them."""
+        return torch.softmax(self.net(batch.to(self.device))["refined"].float(), dim=1)
 
     def on_validation_epoch_end(self):
         totals = torch.tensor([*self._val_counts, sum(self._val_losses), len(self._val_losses)],

@@ -1,1 +1,0 @@
-"""Inference: the one tiler (:mod:`.tiler`) that validation, segmentation and evaluation share."""
