@@ -30,14 +30,18 @@ def _maps(folder, n=3, shape=(256, 320), scale=LOW):
 
 
 def data_files(folder, rename=None):
-    """:func:`interrupt.output_files` without starfile's "# Created by ... at TIME" line (the data,
-    not the time it was written); ``rename`` replaces a folder's name inside the files (the index
-    lists paths under the folder as given)."""
+    """:func:`interrupt.output_files` without the time each file was written: starfile's "# Created
+    by ... at TIME" line and the MRC header's labels (mrcfile's "Created by mrcfile.py DATE TIME");
+    ``rename`` replaces the folder's name inside the files (the index lists paths under the folder
+    as given)."""
     files = {}
     for rel, data in output_files(folder).items():
-        lines = [line for line in data.split(b"\n") if not line.startswith(b"# Created by the starfile")]
-        text = b"\n".join(lines)
-        files[rel] = text.replace(str(folder).encode(), b"OUT") if rename else text
+        if rel.endswith((".mrc", ".mrcs")):
+            data = data[:224] + bytes(800) + data[1024:]  # labels: 10 x 80 bytes after nlabl
+        else:
+            data = b"\n".join(line for line in data.split(b"\n")
+                               if not line.startswith(b"# Created by the starfile"))
+        files[rel] = data.replace(str(folder).encode(), b"OUT") if rename else data
     return files
 
 
