@@ -218,18 +218,23 @@ def read_true_centres(root: str | os.PathLike[str], names: Iterable[str], *, req
     return pd.concat(frames, ignore_index=True)
 
 
-def read_true_masks(root: str | os.PathLike[str], names: Iterable[str]) -> dict:
+def read_true_masks(root: str | os.PathLike[str], names: Iterable[str], *, required: bool = True) -> dict:
     """The true masks of the named micrographs of a dataset folder: ``ROOT/masks/NAME.mrc``.
+
+    Parameters
+    ----------
+    root
+        The dataset folder.
+    names
+        Micrograph stems, in the order wanted.
+    required
+        True: a missing mask is a :class:`CrispError` naming it. False: micrographs without a mask
+        are left out of the result (figures that show a mask when there is one).
 
     Returns
     -------
     dict
         NAME -> the mask as a float32 array (1 = particle, 0 = background), in the order of ``names``.
-
-    Raises
-    ------
-    CrispError
-        A mask is missing (the message names the file).
     """
     from crisp.io.micrographs import read_micrograph
 
@@ -238,6 +243,8 @@ def read_true_masks(root: str | os.PathLike[str], names: Iterable[str]) -> dict:
     for name in names:
         path = folder.mask(name)
         if not path.is_file():
+            if not required:
+                continue
             raise CrispError(f"no true mask for micrograph '{name}'", path)
         masks[name] = read_micrograph(path).data
     return masks
