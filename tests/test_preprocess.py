@@ -133,11 +133,13 @@ def test_preprocess_files_writes_binned_normalised_and_scaled_coordinates(tmp_pa
     assert np.allclose(scaled["rlnCoordinateX"], [15.0, 30.0])
     assert np.allclose(scaled["rlnCoordinateY"], [20.0, 45.0])
     stamp = out[0].stat().st_mtime_ns
-    preprocess_files([src / "a.mrc"], tmp_path / "out", cfg, progress=False)
-    assert out[0].stat().st_mtime_ns == stamp  # existing output skipped
+    preprocess_files([src / "a.mrc"], tmp_path / "out", cfg, coords_dir=coords, progress=False)
+    assert out[0].stat().st_mtime_ns == stamp  # done with the same settings: skipped
+    with pytest.raises(CrispError, match="scale_coordinates: True -> False"):
+        preprocess_files([src / "a.mrc"], tmp_path / "out", cfg, progress=False)  # other settings
 
 
 def test_preprocess_missing_input_is_error(tmp_path):
-    with pytest.raises(CrispError, match="file not found"):
+    with pytest.raises(CrispError, match="no such file"):
         preprocess_files([tmp_path / "none.mrc"], tmp_path / "out", PreprocessConfig(), progress=False)
     assert not (tmp_path / "out").exists()

@@ -372,9 +372,8 @@ def preprocess_micrograph(mic: Micrograph, config: PreprocessConfig) -> Microgra
 
 
 def _scale_star(src: Path, dest: Path, shape: tuple[int, int], binned: tuple[int, int]) -> None:
+    """Write the STAR file ``src`` to ``dest`` with every coordinate block scaled to the binned grid."""
     import starfile
-
-    from crisp.atomic import atomic_path
 
     try:
         data = starfile.read(src, always_dict=True)
@@ -391,19 +390,37 @@ def _scale_star(src: Path, dest: Path, shape: tuple[int, int], binned: tuple[int
         scaled[block] = df
     if not found:
         raise CrispError("no rlnCoordinateX / rlnCoordinateY columns", src)
-    with atomic_path(dest) as tmp:
-        starfile.write(scaled, tmp, overwrite=True)
+    starfile.write(scaled, dest, overwrite=True)
 
 
-def preprocess_files(inputs: list[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
-                     config: PreprocessConfig, coords_dir: str | os.PathLike[str] | None = None,
-                     progress: bool = True) -> list[Path]:
-    """Preprocess micrograph files into ``out_dir/NAME.mrc`` (float32; existing outputs are skipped).
+def preprocess_settings(config: PreprocessConfig, scale_coordinates: bool) -> dict:
+    """The settings that decide ``crisp preprocess``'s outputs (recorded in the output folder).
+
+    Every field of ``config`` and whether coordinates are scaled (the coordinate files themselves
+    are inputs of their micrograph's item: a changed file redoes that item).
+    """
+    return {**config.model_dump(mode="json"), "scale_coordinates": bool(scale_coordinates)}
+
+
+def preprocess_files(inputs: str | os.PathLike[str] | list[str | os.PathLike[str]],
+                     out_dir: str | os.PathLike[str], config: PreprocessConfig,
+                     coords_dir: str | os.PathLike[str] | None = None, progress: bool = True, *,
+                     overwrite: bool = False, keep_going: bool = False,
+                     shard: tuple[int, int] | None = None) -> list[Path]:
+    """Preprocess micrograph files into ``out_dir/NAME.mrc`` (float32), as one resumable batch.
+
+    The micrographs are one batch (:func:`crisp.batch.run_batch`, verb ``preprocess``, one item per
+    micrograph named by its stem, with outputs ``NAME.mrc`` and, when ``coords_dir`` holds
+    ``NAME.star``, ``coordinates/NAME.star``). Items done with the same settings
+    (:func:`preprocess_settings`) and unchanged inputs are skipped; other settings (e.g. another
+    ``bin``) are refused naming the setting unless ``overwrite`` (then everything is recomputed);
+    the output folder may not be a folder of the inputs.
 
     Parameters
     ----------
     inputs
-        Micrograph files, or folders (their ``*.mrc`` files are taken).
+        Micrograph files, folders or glob patterns (:func:`crisp.io.micrographs.list_micrographs`:
+        MRC, TIFF, PNG, JPG; hidden files such as unfinished ``.NAME.part.mrc`` are skipped).
     out_dir
         Output folder.
     config
@@ -411,49 +428,50 @@ def preprocess_files(inputs: list[str | os.PathLike[str]], out_dir: str | os.Pat
     coords_dir
         Optional folder of ``NAME.star`` coordinates in pixels of the inputs; each is written scaled
         to the binned micrograph as ``out_dir/coordinates/NAME.star``.
+    progress, overwrite, keep_going, shard
+        As in :func:`crisp.batch.run_batch`.
 
     Returns
     -------
     list of Path
-        The output micrographs (including those skipped because they existed).
-    """
-    from tqdm import tqdm
+        The output micrographs of the (shard's) work list, done now or before, in the lister's order.
 
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(p.glob("*.mrc"))
-            if not found:
-                raise CrispError("folder holds no .mrc micrographs", p)
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise CrispError("file not found", p)
-    stems = [p.stem for p in files]
-    if len(set(stems)) != len(stems):
-        raise CrispError("two inputs share a file name; outputs would collide", out_dir)
+    Raises
+    ------
+    CrispError
+        A missing input, no micrographs, two inputs of one name, a missing coordinate folder, a bad
+        output folder, other settings without ``overwrite``, or failed micrographs.
+    """
+    from crisp.batch import Item, run_batch
+    from crisp.io.micrographs import list_micrographs
+
+    if config.bin < 1:
+        raise CrispError(f"binning factor must be >= 1 (got {config.bin})")
+    sources = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    files = list_micrographs(sources)
     coords = None if coords_dir is None else Path(coords_dir)
     if coords is not None and not coords.is_dir():
         raise CrispError("coordinate folder not found", coords)
-    out_dir = Path(out_dir)
-    written = []
-    for path in tqdm(files, desc="preprocess", unit="mic", disable=not progress):
-        dest = out_dir / f"{path.stem}.mrc"
+    items = []
+    for path in files:
         coord_src = None if coords is None else coords / f"{path.stem}.star"
-        coord_dest = out_dir / "coordinates" / f"{path.stem}.star"
-        need_coords = coord_src is not None and coord_src.is_file() and not coord_dest.exists()
-        if dest.exists() and not need_coords:
-            written.append(dest)
-            continue
-        mic = read_micrograph(path, pixel_size=config.pixel_size)
-        shape = mic.shape
-        binned = binned_shape(shape, config.bin)
-        if not dest.exists():
-            out = preprocess_micrograph(mic, config)
-            write_mrc(dest, out.data, pixel_size=out.pixel_size, dtype=np.float32)
-        if need_coords:
-            _scale_star(coord_src, coord_dest, shape, binned)
-        written.append(dest)
-    return written
+        if coord_src is not None and coord_src.is_file():
+            items.append(Item(path.stem, inputs=(path, coord_src),
+                              outputs=(f"{path.stem}.mrc", f"coordinates/{path.stem}.star")))
+        else:
+            items.append(Item(path.stem, inputs=(path,), outputs=(f"{path.stem}.mrc",)))
+
+    def one(item: Item, staging) -> dict:
+        mic = read_micrograph(item.inputs[0], pixel_size=config.pixel_size)
+        out = preprocess_micrograph(mic, config)
+        write_mrc(staging.path(item.outputs[0]), out.data, pixel_size=out.pixel_size, dtype=np.float32)
+        if len(item.inputs) > 1:
+            _scale_star(item.inputs[1], staging.path(item.outputs[1]), mic.shape, out.shape)
+        return {"shape": list(out.shape), "pixel_size": out.pixel_size}
+
+    input_dirs = [s for s in sources if Path(s).is_dir()] + ([coords] if coords is not None else [])
+    result = run_batch("preprocess", items, one, out_dir, preprocess_settings(config, coords is not None),
+                       overwrite=overwrite, keep_going=keep_going, progress=progress, shard=shard,
+                       input_dirs=input_dirs)
+    result.raise_failures()
+    return [Path(out_dir) / f"{name}.mrc" for name in result.names]

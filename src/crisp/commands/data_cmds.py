@@ -152,7 +152,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("preprocess")
     def preprocess_cmd(
-        inputs: list[Path] = typer.Argument(..., help="Micrographs (MRC/TIFF/PNG/JPG) or folders of .mrc."),
+        inputs: list[Path] = typer.Argument(..., help="Micrographs (MRC/TIFF/PNG/JPG) or folders of them."),
         out: Path = typer.Option(..., "-o", "--out", help="Output folder (float32 MRC per micrograph)."),
         bin_factor: float = typer.Option(1.0, "--bin", help="Fourier binning factor >= 1 (non-integer "
                                          "allowed)."),
@@ -164,9 +164,16 @@ def register(app: typer.Typer) -> None:
         coords: Path | None = typer.Option(None, "--coords", help="Folder of NAME.star coordinates to "
                                            "scale to the binned micrographs (into OUT/coordinates/)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the GMM pixel subsample."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Recompute every output (also when OUT "
+                                       "holds outputs of other settings, e.g. another --bin)."),
+        keep_going: bool = typer.Option(False, "--keep-going", help="Record a failing micrograph and go on "
+                                        "with the others (exit 2 at the end)."),
+        shard: str | None = typer.Option(None, "--shard", help="I/N: only the I-th of N shares of the "
+                                         "micrographs (shards may run at once into one OUT)."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Bin (Fourier crop), low-pass and normalise micrographs."""
+        from crisp.batch import parse_shard
         from crisp.config import check_number, check_output, validate_config
         from crisp.preprocess import PreprocessConfig, preprocess_files
 
@@ -178,7 +185,8 @@ def register(app: typer.Typer) -> None:
         cfg = validate_config(PreprocessConfig, {"bin": bin_factor, "normalize": normalize,
                                                  "lowpass_A": lowpass_A, "pixel_size": pixel_size,
                                                  "seed": seed})
-        written = preprocess_files(inputs, out, cfg, coords_dir=coords, progress=not quiet)
+        written = preprocess_files(inputs, out, cfg, coords_dir=coords, progress=not quiet,
+                                   overwrite=overwrite, keep_going=keep_going, shard=parse_shard(shard))
         typer.echo(f"{len(written)} micrographs in {out}")
 
     @app.command("split")
