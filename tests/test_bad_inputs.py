@@ -549,3 +549,30 @@ if __name__ == "__main__":
 
     with tempfile.TemporaryDirectory() as tmp:
         print(write_table(Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md", Path(tmp)))
+
+
+def test_output_where_no_file_can_be_created(tmp_path, capsys):
+    """-o in a folder that takes no new files (read-only permissions, or /sys when run as root)."""
+    from crisp.cli import main
+
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        target = locked / "picks"
+    else:
+        target = Path("/sys/crisp-bad-input-test")
+        import tempfile
+
+        try:
+            with tempfile.TemporaryFile(dir=target.parent):  # removed at once if it can be made at all
+                pass
+        except OSError:
+            pass
+        else:
+            pytest.skip("/sys is writable here")
+    i = Inputs(tmp_path)
+    assert main(["pick", str(i.maps()), "-o", str(target), "--picker", str(i.picker())]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {target}: cannot be written")
+    assert not target.exists()
