@@ -10,6 +10,7 @@ from crisp.errors import CrispError
 from crisp.models.crf.config import CRFConfig
 from crisp.models.crf.kinds import get_kind
 from crisp.models.crf.layer import DenseCRF, build_crf
+from crisp.tiling import predict_probabilities
 
 __all__ = ["probability_histogram", "refine_probabilities"]
 
@@ -20,26 +21,6 @@ def probability_histogram(q: np.ndarray | Tensor, bins: int = 20) -> tuple[np.nd
     values = np.asarray(values, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
     return np.histogram(np.clip(values, 0.0, 1.0), bins=bins, range=(0.0, 1.0))
-
-
-def _ramp(length: int, margin: int, at_start: bool, at_end: bool) -> np.ndarray:
-    """1-D blending weight of a tile: linear ramps over ``margin`` pixels at interior edges."""
-    pos = np.arange(length, dtype=np.float64) + 0.5
-    weight = np.ones(length)
-    if margin > 0:
-        if not at_start:
-            weight = np.minimum(weight, pos / margin)
-        if not at_end:
-            weight = np.minimum(weight, (length - pos) / margin)
-    return np.clip(weight, 1e-3, 1.0)
-
-
-def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    step = tile - overlap
-    starts = list(range(0, size - tile, step)) + [size - tile]
-    return sorted(set(starts))
 
 
 def refine_probabilities(
@@ -70,7 +51,9 @@ def refine_probabilities(
     crf
         A trained layer to use instead of one built from ``config`` (its own settings then apply).
     tile, overlap
-        Maps larger than ``tile`` pixels are refined in overlapping tiles blended with linear ramps;
+        Maps larger than ``tile`` pixels are refined in overlapping tiles by the same tiler as the
+        network (:func:`crisp.tiling.predict_probabilities`: squared-sine blending windows, the map
+        padded by reflection by half the overlap); a smaller map is one tile of its own size.
         ``overlap`` defaults to twice the appearance kernel's spatial std (at most ``tile // 2``). The
         guide is normalised once over the whole micrograph, so tiles see the same features.
     device
@@ -95,28 +78,20 @@ def refine_probabilities(
         if crf is None:  # a kind without a layer
             return prob.copy()
     cfg = crf.config
-    c, h, w = classes.shape
+    c = classes.shape[0]
     logits = torch.log(torch.from_numpy(np.clip(classes, 1e-6, 1.0))).unsqueeze(0)
     features = get_kind(cfg.kind).map_features(cfg.feature_source, image, logits)
     margin = overlap if overlap is not None else int(np.ceil(2 * crf.theta_alpha_px))
     margin = max(0, min(margin, tile // 2))
-    total = np.zeros((c, h, w), dtype=np.float64)
-    weights = np.zeros((h, w), dtype=np.float64)
     crf = crf.to(device).eval()
     param = next(iter(crf.parameters()), None)
     dtype = param.dtype if param is not None else torch.float32
-    ys, xs = _tile_starts(h, tile, margin), _tile_starts(w, tile, margin)
-    with torch.no_grad():
-        for y0 in ys:
-            for x0 in xs:
-                y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-                lg = logits[..., y0:y1, x0:x1].to(device=device, dtype=dtype)
-                ft = features[..., y0:y1, x0:x1].to(device=device, dtype=dtype)
-                q = torch.softmax(crf(lg, None, features=ft), dim=1)[0].cpu().numpy()
-                wy = _ramp(y1 - y0, margin, y0 == 0, y1 == h)
-                wx = _ramp(x1 - x0, margin, x0 == 0, x1 == w)
-                wt = np.outer(wy, wx)
-                total[:, y0:y1, x0:x1] += q * wt
-                weights[y0:y1, x0:x1] += wt
-    refined = (total / weights).astype(np.float32)
+
+    def model_fn(batch: Tensor) -> Tensor:
+        """[B, C + F, P, P] (logits, then guide features) -> refined class probabilities [B, C, P, P]."""
+        batch = batch.to(device=device, dtype=dtype)
+        return torch.softmax(crf(batch[:, :c], None, features=batch[:, c:]), dim=1)
+
+    stacked = torch.cat([logits, features.to(logits.dtype)], dim=1)[0].detach().numpy()
+    refined = predict_probabilities(model_fn, stacked, tile, margin, batch_size=1, shrink_to_image=True)
     return refined[1] if prob.ndim == 2 else refined
