@@ -4,6 +4,7 @@ Layout written under ``OUT``::
 
     OUT/particles.star           data_optics (one optics group) + data_particles
     OUT/Particles/NAME.mrcs      float32 stack, pixel size (Å) of the extracted images in the header
+    OUT/crisp-batch.json         the batch manifest (settings); OUT/.crisp-batch/ per-micrograph records
 
 Box convention (as RELION's extraction): a pick at ``(x, y)`` (x = column, y = row, pixels of the
 original micrograph) is rounded to the nearest pixel ``(xi, yi)``, and image ``k`` of the stack is

@@ -6,6 +6,7 @@ Layout written under ``PICKS_DIR``::
     PICKS_DIR/autopick.star        index (data_coordinate_files): rlnMicrographName, rlnMicrographCoordinates
     PICKS_DIR/picker.yaml          the picker used (finder, parameters, recommended threshold)
     PICKS_DIR/box/NAME.box         optional EMAN boxes; topaz/NAME.txt (Topaz); cryoppp/NAME.csv (CryoPPP)
+    PICKS_DIR/crisp-batch.json     the batch manifest (settings); .crisp-batch/ the per-micrograph records
 
 Coordinates are pixels of the original micrograph (probability maps have its size): x = column,
 y = row. Every candidate keeps its score, so a threshold can be applied later (``crisp extract
