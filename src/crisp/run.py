@@ -49,22 +49,9 @@ _CRF_PREFIX = "net.crf."
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint file safely (``weights_only=True``); CrispError for anything else."""
-    import pickle
+    from crisp.models.zoo import safe_torch_load
 
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise CrispError("checkpoint not found", path)
-    if path.stat().st_size == 0:
-        raise CrispError("empty checkpoint file (0 bytes; an interrupted copy?)", path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CrispError("not a plain-tensor checkpoint: it holds pickled Python objects, which are not "
-                         "loaded because unpickling them could run code", path) from None
-    except Exception as err:  # noqa: BLE001 - truncated, foreign or unreadable files alike
-        raise CrispError(f"not a readable PyTorch checkpoint ({type(err).__name__})", path) from None
+    data = safe_torch_load(path, "checkpoint")
     if not isinstance(data, dict) or not isinstance(data.get(_STATE_KEY), dict):
         raise CrispError(f"not a network checkpoint (no '{_STATE_KEY}' mapping)", path)
     return data

@@ -56,12 +56,13 @@ def run_stages(stages: list[Stage], *, echo: Callable[[str], None] = print) -> d
 
 def remove_run_dir(path: str | os.PathLike[str]) -> None:
     """Delete a training run directory (refuses folders that do not look like one)."""
+    from crisp.run import RUN_MARKERS
+
     path = Path(path)
     if not path.exists():
         return
-    markers = ("config.yaml", "checkpoints", "summary.json", "metrics.csv", "logs")
     contents = {p.name for p in path.iterdir()}
-    if contents and not contents & set(markers):
+    if contents and not contents & set(RUN_MARKERS):
         raise CrispError("refusing to delete a folder that is not a training run", path)
     shutil.rmtree(path)
 
@@ -73,14 +74,15 @@ def train_or_resume(config, dataset_dir: str | os.PathLike[str], run_dir: str | 
     A finished run has ``summary.json``; an interrupted one with ``checkpoints/last.ckpt`` is resumed;
     any other partial run directory is started again. ``force`` starts again in every case.
     """
+    from crisp.run import Run
     from crisp.train import train
 
     run = Path(run_dir)
     if force:
         remove_run_dir(run)
-    if (run / "summary.json").is_file():
+    if Run(run).is_finished:
         return run
-    if (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file():
+    if Run(run).can_resume:
         return train(config, dataset_dir, run, resume=True, progress=progress)
     remove_run_dir(run)
     return train(config, dataset_dir, run, progress=progress)
