@@ -31,16 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default="crf,cd-crf")
     parser.add_argument("--out", type=Path, default=Path("crf_strength.png"))
     args = parser.parse_args(argv)
-    from crisp.config import load_config
     from crisp.dataset import DatasetFolder
     from crisp.io.micrographs import read_micrograph
     from crisp.models.crf import CRFConfig, refine_probabilities
     from crisp.patches import bin_mask, prepare_image
     from crisp.report import plot_histogram_counts, probability_counts
-    from crisp.train import TrainConfig
+    from crisp.run import Run
     from crisp.workflow.evaluate_run import segment_subset
 
-    config = load_config(TrainConfig, args.run / "config.yaml")
+    config = Run.load(args.run).config
     if config.crf.kind != "none":
         parser.error("give a run of the CNN alone (crf.kind none)")
     folder = DatasetFolder.open(args.dataset)

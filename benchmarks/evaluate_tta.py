@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,21 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("out", type=Path)
     args = parser.parse_args(argv)
-    import yaml
-
+    from crisp.run import Run
     from crisp.workflow.evaluate_run import evaluate_run, read_evaluation, run_picker
 
     out = args.out
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    config = yaml.safe_load((args.run / "config.yaml").read_text())
-    config["tta"] = True
-    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    for name in ("split.yaml", "summary.json"):
-        if (args.run / name).is_file():
-            shutil.copy(args.run / name, out / name)
-    link = out / "checkpoints" / "best.ckpt"
-    if not link.exists():
-        link.symlink_to((args.run / "checkpoints" / "best.ckpt").resolve())
+    Run.load(args.run).copy_to(out, tta=True)
     evaluate_run(out, args.dataset, "test", picker=run_picker(out, args.dataset, progress=False),
                  progress=False)
     rows = {"without TTA": read_evaluation(args.run, "test"), "with TTA": read_evaluation(out, "test")}

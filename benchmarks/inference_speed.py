@@ -50,16 +50,12 @@ def make_random_run(preset: str, binning: int, run_dir: Path, seed: int = 0) -> 
     """A run directory holding a network of ``preset`` at ``binning`` with random weights (seed ``seed``)."""
     import torch
 
-    from crisp.config import save_yaml
+    from crisp.run import Run
     from crisp.train import build_network, make_config
 
     config = make_config(preset, bin=binning, seed=seed)
     torch.manual_seed(seed)
-    network = build_network(config)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    save_yaml(run_dir / "config.yaml", config)
-    state = {f"net.{k}": v for k, v in network.state_dict().items()}
-    torch.save({"state_dict": state}, run_dir / "checkpoints" / "best.ckpt")
+    Run(run_dir).save_network(build_network(config), config)
     return run_dir
 
 

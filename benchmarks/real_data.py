@@ -79,14 +79,15 @@ def train_and_evaluate(data: Path, work: Path, method: str, dataset: Path, split
                        seed: int, epochs: int | None, threads: int | None = None,
                        options: dict | None = None, tta: bool = False) -> dict:
     from crisp.predict import segment_files
+    from crisp.run import Run
     from crisp.train import make_config, train
     from crisp.workflow.evaluate_run import read_maps
 
     config = make_config("cpu", seed=seed, epochs=epochs, threads=threads, **(options or {}))
     run_dir = work / f"run-{method}"
     start = time.perf_counter()
-    if not (run_dir / "summary.json").is_file():  # resume an interrupted run, skip a finished one
-        resume = (run_dir / "checkpoints" / "last.ckpt").is_file()
+    if not Run(run_dir).is_finished:  # resume an interrupted run, skip a finished one
+        resume = Run(run_dir).can_resume
         train(config, dataset, run_dir, split=dataset / "split.yaml", resume=resume, progress=False)
     train_seconds = time.perf_counter() - start
     names = split.val + split.test

@@ -22,6 +22,8 @@ import json
 import time
 from pathlib import Path
 
+from crisp.run import Run
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
@@ -67,7 +69,7 @@ def main() -> int:
 
     config = make_config("cpu", epochs=args.epochs, threads=args.threads, seed=args.seed)
     train_or_resume(config, data, run, progress=True)  # skips a finished run, resumes an interrupted one
-    summary = json.loads((run / "summary.json").read_text())
+    summary = Run(run).summary()
 
     t0 = time.perf_counter()
     segment_files(run, [folder.micrograph(n) for n in split.test], maps, overwrite=True, progress=True)

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import REPO
+from crisp.run import Run
 
 BENCH = REPO / "benchmarks"
 REAL_DATA = REPO.parent / "shared" / "data" / "empiar10017-dev"
@@ -245,7 +246,7 @@ def run_s1(args) -> int:
                             note=note)
             else:
                 suite.add("segmentation", key, value, command=command)
-    if not (run / "summary.json").is_file():
+    if not Run(run).is_finished:
         suite.skip("crf", "no trained S1 network")
         return suite.finish()
 
@@ -275,7 +276,7 @@ def run_s1(args) -> int:
             continue
         record = json.loads(evaluation.read_text())
         pixel, picking, box = record["pixel"], record.get("picking", {}), record.get("box", {})
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = Run(run_dir).summary()
         value = (f"IoU {pixel['iou']:.4f} / recall {pixel['recall']:.4f} / F1 {pixel['f1']:.4f} / "
                  f"pick F1 {picking.get('F1', float('nan')):.3f} / box mAP {box.get('mAP', float('nan')):.3f}"
                  f" / training {summary['wall_time_s']:.0f} s")
@@ -475,7 +476,7 @@ def run_speed(args) -> int:
         from benchmarks.inference_speed import make_random_run
 
         run = speed / "random-cpu-run"
-        if not (run / "checkpoints" / "best.ckpt").is_file():
+        if not Run(run).checkpoint_path().is_file():
             make_random_run("cpu", 4, run)
         network = "the `cpu` preset's network (U-Net ResNet-18, bin 4) with random weights (seed 0)"
     if micrograph is None:
@@ -565,7 +566,7 @@ def run_real(args) -> int:
                       command=command)
             suite.check("real-data", f"{m}: picking F1", row["pick_F1"], ">=", 0.90, command=command,
                         shown=f"{row['pick_F1']:.3f}")
-    if "disk" in methods.split(",") and (real / "run-disk" / "summary.json").is_file():
+    if "disk" in methods.split(",") and Run(real / "run-disk").is_finished:
         argv = [py, "-m", "benchmarks.picking_s1", "--work", str(real / "pick-disk"), "--data",
                 str(real / "labels-disk"), "--run", str(real / "run-disk")]
         (real / "pick-disk").mkdir(parents=True, exist_ok=True)
@@ -576,7 +577,7 @@ def run_real(args) -> int:
                           f"{row['test mAP']:.3f} / {row['F1@IoU.5']:.3f} / {row['F1 radius']:.3f} / "
                           f"{row['s / map']:.2f}", "radius F1 ≥ 0.93 (paper)", row["F1 radius"] >= 0.93,
                           command, data=row)
-    if args.ensemble > 1 and "disk" in methods.split(",") and (real / "run-disk" / "summary.json").is_file():
+    if args.ensemble > 1 and "disk" in methods.split(",") and Run(real / "run-disk").is_finished:
         _real_ensemble(suite, args, real)
     argv = [py, "-m", "benchmarks.picking_real_masks", "--data", str(args.data)]
     ok, out, command = suite.run("expert-masks", argv)

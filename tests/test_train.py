@@ -180,8 +180,8 @@ def test_train_run_directory_and_best_checkpoint(dataset, tmp_path, monkeypatch)
     for col in ("train_loss", "val_loss", "val_iou", "val_f1", "val_precision", "val_recall", "lr"):
         assert table[col].notna().all(), col
     assert int(table["val_iou"].idxmax()) == 1 and table["val_iou"][0] == 0.0
-    best = torch.load(run / "checkpoints/best.ckpt", weights_only=False)
-    last = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
+    best = torch.load(run / "checkpoints/best.ckpt", weights_only=True)
+    last = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
     assert best["epoch"] == 1 and last["epoch"] == 2
     assert "optimizer_states" not in best and "optimizer_states" in last  # best: weights only
     key = next(k for k in best["state_dict"] if k.endswith("weight"))
@@ -211,7 +211,7 @@ def test_validation_every_second_epoch(dataset, tmp_path, monkeypatch):
     for col in ("val_loss", "val_iou", "val_f1", "val_precision", "val_recall"):
         assert list(table[col].notna()) == [False, True, False, True], col
     assert table["val_iou"][1] > 0 and table["val_iou"][3] == 0.0
-    assert torch.load(run / "checkpoints/best.ckpt", weights_only=False)["epoch"] == 1
+    assert torch.load(run / "checkpoints/best.ckpt", weights_only=True)["epoch"] == 1
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best_epoch"] == 1 and summary["epochs_run"] == 4
     with pytest.raises(CrispError, match="multiple of val_every"):
@@ -219,7 +219,7 @@ def test_validation_every_second_epoch(dataset, tmp_path, monkeypatch):
 
 
 def _state(run):
-    return torch.load(Path(run) / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    return torch.load(Path(run) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
 def test_same_seed_same_weights(dataset, tmp_path):

@@ -52,7 +52,9 @@ def _settings_and_results(run_dir: str | os.PathLike[str]) -> tuple[dict[str, An
     run = Path(run_dir)
     if not run.is_dir():
         raise CrispError("run directory not found", run)
-    config_path, summary_path = run / "config.yaml", run / "summary.json"
+    from crisp.run import Run
+
+    config_path, summary_path = Run(run).config_path, Run(run).summary_path
     if not config_path.is_file() and not summary_path.is_file():
         raise CrispError("not a run directory (no config.yaml or summary.json)", run)
     settings = flatten(read_yaml(config_path)) if config_path.is_file() else {}

@@ -224,6 +224,40 @@ class Run:
         """Write the per-epoch table ``metrics.csv`` (pandas DataFrame)."""
         write_text_atomic(self.metrics_path, table.to_csv(index=False))
 
+    def save_network(self, network, config, checkpoint: str = BEST) -> None:
+        """Write ``network`` (built from ``config``) as checkpoint ``checkpoint`` with ``config.yaml``,
+        as training would (for tools that make a run without training, e.g. random weights)."""
+        import torch
+
+        from crisp.atomic import atomic_path
+        from crisp.training.module import CONFIG_KEY
+
+        self.save_config(config)
+        state = {_NETWORK_PREFIX + k: v for k, v in network.state_dict().items()}
+        with atomic_path(self.checkpoint_path(checkpoint)) as tmp:
+            torch.save({_STATE_KEY: state, CONFIG_KEY: config.model_dump(mode="json")}, tmp)
+
+    def copy_to(self, dest: str | os.PathLike[str], **config_updates: Any) -> Run:
+        """A new run folder ``dest`` with this run's settings changed by ``config_updates`` (e.g.
+        ``tta=True``), its split and summary, and links to its checkpoints (the same weights)."""
+        import shutil
+
+        from crisp.config import validate_config
+
+        new = Run(dest)
+        values = self.config.model_dump()
+        values.update(config_updates)
+        new.save_config(validate_config(type(self.config), values))
+        for source, target in ((self.split_path, new.split_path), (self.summary_path, new.summary_path)):
+            if source.is_file():
+                shutil.copy(source, target)
+        new.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        for name in (BEST, LAST):
+            link = new.checkpoint_path(name)
+            if self.checkpoint_path(name).is_file() and not link.exists():
+                link.symlink_to(self.checkpoint_path(name).resolve())
+        return new
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Write ``summary.json`` (the mark of a finished run)."""
         write_text_atomic(self.summary_path, json.dumps(summary, indent=2) + "\n")
@@ -246,15 +280,12 @@ def _load_state(module, data: dict[str, Any], path: Path, config) -> None:
     try:
         load_network_state(module, data[_STATE_KEY], path)
     except CrispError as err:
-        saved = data.get("crisp_config")
+        from crisp.training.module import CONFIG_KEY
+
+        saved = data.get(CONFIG_KEY)
         if isinstance(saved, dict):
             for field in ("arch", "encoder", "encoder_depth"):
                 if saved.get(field) != getattr(config, field):
                     raise CrispError(f"the checkpoint was made for {field} {saved.get(field)}, the run's "
                                      f"config says {getattr(config, field)}", path) from None
         raise err from None
-
-
-def network_state(network) -> dict[str, Any]:
-    """The state dict of ``network`` as a run's checkpoint holds it (for tools that write a run)."""
-    return {"state_dict": {_NETWORK_PREFIX + k: v for k, v in network.state_dict().items()}}

@@ -19,7 +19,9 @@ def _validation_maps(source: Path, names: list[str], micrographs: list[Path], su
         missing = [n for n in names if not (source / f"{n}.mrc").is_file()]
         raise CrispError(f"probability maps missing for {len(missing)} {subset} micrograph(s): "
                          f"{', '.join(missing[:5])}", source)
-    if not (source / "config.yaml").is_file():
+    from crisp.run import Run
+
+    if not Run(source).config_path.is_file():
         raise CrispError(f"is neither a folder of probability maps of the dataset's {subset} micrographs "
                          "(NAME.mrc) nor a training run directory (no config.yaml)", source)
     try:

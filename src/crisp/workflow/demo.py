@@ -34,6 +34,7 @@ from pydantic import Field
 from crisp.atomic import write_text_atomic
 from crisp.config import StageConfig, read_yaml, save_yaml, to_plain, validate_config
 from crisp.errors import CrispError
+from crisp.run import Run
 from crisp.workflow.stages import Stage, run_stages, train_or_resume
 
 MODELS = {"cnn": "CNN", "cdcrf": "CNN+CD-CRF"}
@@ -235,7 +236,7 @@ def run_demo(out: str | os.PathLike[str] = "crisp-demo", *, quick: bool = False,
         write_split(DatasetFolder(dataset).split_file, split)
 
     def train_stage(key: str, config) -> Stage:
-        return Stage(f"train {MODELS[key]}", lambda: (runs[key] / "summary.json").is_file(),
+        return Stage(f"train {MODELS[key]}", lambda: Run(runs[key]).is_finished,
                      lambda: train_or_resume(config, dataset, runs[key], progress=progress))
 
     def maps_done(key: str) -> bool:
@@ -250,7 +251,7 @@ def run_demo(out: str | os.PathLike[str] = "crisp-demo", *, quick: bool = False,
             segment_subset(runs[key], dataset, sub, probs[key] / sub, overwrite=force, progress=progress)
 
     def tune(key: str) -> None:
-        tune_on_maps(probs[key] / "val", dataset, runs[key] / "picker.yaml", subset="val",
+        tune_on_maps(probs[key] / "val", dataset, Run(runs[key]).picker_path, subset="val",
                      finders=cfg.finders, progress=progress)
 
     def pick(key: str) -> None:
@@ -258,11 +259,11 @@ def run_demo(out: str | os.PathLike[str] = "crisp-demo", *, quick: bool = False,
             shutil.rmtree(picks[key])
         names = read_split(dataset / "split.yaml").test
         pick_files([probs[key] / "test" / f"{n}.mrc" for n in names], picks[key],
-                   load_picker(runs[key] / "picker.yaml"), micrographs=dataset / "micrographs",
+                   load_picker(Run(runs[key]).picker_path), micrographs=dataset / "micrographs",
                    progress=progress)
 
     def extract() -> None:
-        picker = load_picker(runs["cdcrf"] / "picker.yaml")
+        picker = load_picker(Run(runs["cdcrf"]).picker_path)
         names = read_split(dataset / "split.yaml").test
         folder = DatasetFolder(dataset)
         extract_particles([folder.micrograph(n) for n in names], read_picks(picks["cdcrf"]), particles,
@@ -270,7 +271,7 @@ def run_demo(out: str | os.PathLike[str] = "crisp-demo", *, quick: bool = False,
 
     def evaluate(key: str) -> None:
         evaluate_run(runs[key], dataset, "test", prob_dir=probs[key] / "test",
-                     picker=runs[key] / "picker.yaml", picks_dir=picks[key], progress=progress)
+                     picker=Run(runs[key]).picker_path, picks_dir=picks[key], progress=progress)
 
     def make_report() -> None:
         diameter = dataset_diameter_px(dataset)
@@ -293,7 +294,7 @@ def run_demo(out: str | os.PathLike[str] = "crisp-demo", *, quick: bool = False,
                             lambda k=key: segment(k)))
     for key in MODELS:
         stages.append(Stage(f"tune picker on val ({MODELS[key]})",
-                            lambda k=key: (runs[k] / "picker.yaml").is_file(), lambda k=key: tune(k)))
+                            lambda k=key: Run(runs[k]).picker_path.is_file(), lambda k=key: tune(k)))
     for key in MODELS:
         stages.append(Stage(f"pick test ({MODELS[key]})",
                             lambda k=key: (picks[k] / "autopick.star").is_file(),

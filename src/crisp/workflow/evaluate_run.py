@@ -123,8 +123,10 @@ def run_picker(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[s
     Segments the dataset's validation micrographs into ``RUN/probabilities/val`` and tunes the picker
     on them (:func:`tune_on_maps`); a run that has its picker keeps it.
     """
+    from crisp.run import Run
+
     run = Path(run_dir)
-    picker = run / "picker.yaml"
+    picker = Run(run).picker_path
     if not picker.is_file():
         segment_subset(run, dataset_dir, "val", run / "probabilities" / "val", progress=progress)
         tune_on_maps(run / "probabilities" / "val", dataset_dir, picker, progress=progress)
@@ -229,10 +231,10 @@ def evaluate_run(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike
     from crisp.metrics.pixel import pixel_metrics
     from crisp.picking.files import pick_files
     from crisp.picking.tune import PickerConfig, load_picker
+    from crisp.run import Run
 
     run = Path(run_dir)
-    if not (run / "summary.json").is_file():
-        raise CrispError("the run is not finished (no summary.json)", run)
+    Run(run).summary()  # CrispError when the run is not finished
     names = subset_names(dataset_dir, subset)
     prob_dir = Path(prob_dir) if prob_dir is not None else run / "probabilities" / subset
     segment_subset(run, dataset_dir, subset, prob_dir, overwrite=overwrite, progress=progress)

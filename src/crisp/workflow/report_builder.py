@@ -59,8 +59,11 @@ class RunView:
 
 
 def is_run_dir(path: Path) -> bool:
-    """A training run directory: ``config.yaml`` and ``summary.json``."""
-    return (path / "config.yaml").is_file() and (path / "summary.json").is_file()
+    """A finished training run directory (:class:`crisp.run.Run`: config and summary)."""
+    from crisp.run import Run
+
+    run = Run(path)
+    return run.config_path.is_file() and run.is_finished
 
 
 def find_runs(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -115,10 +118,11 @@ def _results_table(views: list[RunView]) -> pd.DataFrame:
 
 def _picker_table(views: list[RunView]) -> pd.DataFrame | None:
     from crisp.config import read_yaml
+    from crisp.run import Run
 
     rows = []
     for view in views:
-        path = view.run_dir / "picker.yaml"
+        path = Run(view.run_dir).picker_path
         if not path.is_file():
             continue
         picker = read_yaml(path)

@@ -35,6 +35,7 @@ import pandas as pd
 
 from crisp.config import read_yaml, validate_config
 from crisp.errors import CrispError
+from crisp.run import Run
 
 GRID_FILE_KEYS = ("dataset", "out", "preset", "seed", "base", "grid", "evaluate", "picker", "config")
 
@@ -163,7 +164,7 @@ def run_sweep(path: str | os.PathLike[str], *, progress: bool = True,
     plan.out.mkdir(parents=True, exist_ok=True)
     for k, (name, config) in enumerate(plan.runs.items(), start=1):
         run = plan.out / name
-        finished = (run / "summary.json").is_file() and (
+        finished = Run(run).is_finished and (
             plan.evaluate is None or evaluation_path(run, plan.evaluate).is_file())
         prefix = f"[{k}/{len(plan.runs)}] {name}"
         if finished:
