@@ -441,6 +441,15 @@ def _cases() -> list[Case]:
     @add("demo", "`-o` names an existing file", "ROOT/a_file.txt")
     def _(i): return ["demo", "-o", _s(i.file()), "--tiny"]
 
+    @add("segment", "`--batch-size` not a number (a usage error)", "--batch-size")
+    def _(i): return ["segment", _s(i.run()), _s(i.mics()), "-o", _s(i.root / "seg"), "--batch-size", "abc"]
+
+    @add("pick", "argument missing (a usage error)", "Missing argument")
+    def _(i): return ["pick"]
+
+    @add("crisp", "unknown verb (a usage error)", "nosuchverb")
+    def _(i): return ["nosuchverb"]
+
     @add("match", "no micrograph matches a coordinate file", "no micrograph matches")
     def _(i):
         mics = i.mics()

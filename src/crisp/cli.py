@@ -53,20 +53,39 @@ for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
+try:  # typer >= 0.24 vendors click; older releases use click itself
+    from typer._click.exceptions import UsageError as _USAGE_ERRORS
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import UsageError as _USAGE_ERRORS
+_ABORT = typer.Abort
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit status (2 for a :class:`CrispError` or a usage error)."""
     try:
-        app(args=argv, prog_name="crisp")
-    except SystemExit as exc:  # click's own exit: help, usage errors (2), typer.Exit
+        code = app(args=argv, prog_name="crisp", standalone_mode=False)
+    except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    except _USAGE_ERRORS as err:  # a bad option or argument: one line, like every other bad input
+        if type(err).__name__ == "NoArgsIsHelpError":  # `crisp` or `crisp GROUP` alone: the help
+            err.show()
+            return 2
+        verb = err.ctx is not None and err.ctx.parent is not None
+        where = f"crisp {err.ctx.info_name}" if verb else "crisp"
+        message = " ".join(err.format_message().split())
+        typer.echo(f"error: {where}: {message} (see '{where} --help')", err=True)
+        return 2
+    except _ABORT:
+        typer.echo("interrupted: completed outputs are kept; rerun to resume", err=True)
+        return 130
     except CrispError as err:
         typer.echo(f"error: {err}", err=True)
         return 2
     except KeyboardInterrupt:
         typer.echo("interrupted: completed outputs are kept; rerun to resume", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def entry_point() -> None:
