@@ -84,10 +84,16 @@ def test_a_changed_coordinate_file_redoes_its_micrograph_only(tmp_path):
 
 
 def test_the_input_folder_is_not_an_output_folder(tmp_path, capsys):
+    import tifffile
+
     mics, _ = _inputs(tmp_path)
+    tifffile.imwrite(mics / "t.tif", np.full((40, 40), 7, np.uint8))
     before = {p.name: p.read_bytes() for p in mics.iterdir()}
+    assert _preprocess(mics, "-o", mics) == 2
+    assert "input folder" in capsys.readouterr().err
+    assert _preprocess(mics / "t.tif", "-o", mics, "--normalize", "none") == 2  # would add t.mrc there
+    assert "holds input files" in capsys.readouterr().err
     assert _preprocess(mics, "-o", mics, "--overwrite") == 2
-    assert "input" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in mics.iterdir()} == before
 
 

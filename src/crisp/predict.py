@@ -160,6 +160,7 @@ class _Segmenter:
         self.batch_size = batch_size
         self._loaded: dict[int, tuple] = {}
         self._models: list[tuple] | None = None
+        self._error: CrispError | None = None
 
     def preload(self, index: int) -> None:
         """Load run ``index`` now (its errors come before the output folder is touched)."""
@@ -167,6 +168,15 @@ class _Segmenter:
             self._loaded[index] = load_run(self.run_dirs[index])
 
     def models(self) -> list[tuple]:
+        if self._error is not None:  # a run that failed to load fails every item at once (--keep-going)
+            raise self._error
+        try:
+            return self._load_models()
+        except CrispError as err:
+            self._error = err
+            raise
+
+    def _load_models(self) -> list[tuple]:
         if self._models is None:
             device = _device()
             models = []
