@@ -63,6 +63,14 @@ def test_two_runs_then_a_rerun_skips_both(dataset, tmp_path, capsys):
     assert out_text.count("skipped (done before)") == 2
     assert "| run |" in out_text and "loss-jaccard" in out_text and "comparison.md" in out_text
     assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == mtimes
+    # the base settings changed since: the finished runs are not passed off as runs of the new settings
+    spec = read_yaml(grid)
+    spec["base"] = {**spec["base"], "epochs": 2}
+    save_yaml(grid, spec)
+    assert main(["sweep", str(grid)]) == 2
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(err_lines) == 1 and "epochs: 1 -> 2" in err_lines[0] and "loss-dice" in err_lines[0]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == mtimes
 
 
 def test_bad_key_exits_2_naming_the_key_and_file(dataset, tmp_path, capsys):

@@ -67,12 +67,47 @@ def remove_run_dir(path: str | os.PathLike[str]) -> None:
     shutil.rmtree(path)
 
 
+# settings that change how fast a run trains, not what it learns
+_NOT_DECIDING = ("threads", "num_workers")
+
+
+def check_same_settings(run, config) -> None:
+    """Refuse a run folder whose recorded training settings differ from ``config``.
+
+    Parameters
+    ----------
+    run
+        A :class:`crisp.run.Run` that holds a config.
+    config
+        The :class:`~crisp.training.config.TrainConfig` the caller wants.
+    """
+    from crisp.batch import canonical_json
+    from crisp.train import _adopt_init_model
+
+    before = {k: v for k, v in run.config.model_dump(mode="json").items() if k not in _NOT_DECIDING}
+    after = {k: v for k, v in _adopt_init_model(config).model_dump(mode="json").items()
+             if k not in _NOT_DECIDING}
+    if after.get("pixel_size") is None:  # training fills it in from the training micrographs
+        after["pixel_size"] = before.get("pixel_size")
+    changed = [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(set(before) | set(after))
+               if canonical_json(before.get(k)) != canonical_json(after.get(k))]
+    if changed:
+        raise CrispError("holds a run trained with other settings (" + "; ".join(changed) + "); delete it "
+                         "or choose another output folder", run.path)
+
+
 def train_or_resume(config, dataset_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str], *,
                     force: bool = False, progress: bool = True) -> Path:
     """Train into ``run_dir`` unless it holds a finished run; resume an interrupted one.
 
     A finished run has ``summary.json``; an interrupted one with ``checkpoints/last.ckpt`` is resumed;
     any other partial run directory is started again. ``force`` starts again in every case.
+
+    Raises
+    ------
+    CrispError
+        ``run_dir`` holds a finished or resumable run made with other settings (each differing
+        setting is named): its results are never returned as if they were those of ``config``.
     """
     from crisp.run import Run
     from crisp.train import train
@@ -80,6 +115,8 @@ def train_or_resume(config, dataset_dir: str | os.PathLike[str], run_dir: str | 
     run = Path(run_dir)
     if force:
         remove_run_dir(run)
+    if Run(run).is_finished or Run(run).can_resume:
+        check_same_settings(Run(run), config)
     if Run(run).is_finished:
         return run
     if Run(run).can_resume:

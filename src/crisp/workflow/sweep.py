@@ -16,8 +16,10 @@ The grid file (YAML)::
 
 Every combination of the grid values is one run directory ``OUT/<name>``, named from the values
 that vary (``arch-unet_loss-dice``). A run with ``summary.json`` and ``evaluation/<subset>.json``
-is skipped; an interrupted one is resumed. At the end the :mod:`crisp.compare` table of the runs is
-printed and written to ``OUT/comparison.md`` and ``OUT/comparison.csv``.
+is skipped; an interrupted one is resumed; a run folder trained with other settings (the base or
+the preset changed since) is refused, naming each differing setting. At the end the
+:mod:`crisp.compare` table of the runs is printed and written to ``OUT/comparison.md`` and
+``OUT/comparison.csv``.
 """
 
 from __future__ import annotations
@@ -157,13 +159,15 @@ def run_sweep(path: str | os.PathLike[str], *, progress: bool = True,
     from crisp.compare import compare_runs, write_comparison
     from crisp.dataset import DatasetFolder
     from crisp.workflow.evaluate_run import evaluate_run, evaluation_path, run_picker
-    from crisp.workflow.stages import train_or_resume
+    from crisp.workflow.stages import check_same_settings, train_or_resume
 
     plan = load_sweep(path)
     DatasetFolder.open(plan.dataset)
     plan.out.mkdir(parents=True, exist_ok=True)
     for k, (name, config) in enumerate(plan.runs.items(), start=1):
         run = plan.out / name
+        if Run(run).is_finished or Run(run).can_resume:  # never skip or resume a run of other settings
+            check_same_settings(Run(run), config)
         finished = Run(run).is_finished and (
             plan.evaluate is None or evaluation_path(run, plan.evaluate).is_file())
         prefix = f"[{k}/{len(plan.runs)}] {name}"
