@@ -161,3 +161,26 @@ def test_tta_is_the_average_over_the_dihedral_group_and_equivariant():
     np.testing.assert_allclose(tta(torch.flip(x, dims=(2,))).numpy(), torch.flip(tta(x), dims=(2,)).numpy(),
                                atol=1e-6)
     assert np.abs(plain(rotated).numpy() - torch.rot90(plain(x), 1, dims=(2, 3)).numpy()).max() > 0.01
+
+
+def test_multichannel_input_and_shrink_to_image():
+    """The one tiler takes [C, H, W] stacks (the CRF's logits and guide); a model of any input size can
+    get one tile of the image's own size instead of a padded patch."""
+    rng = np.random.default_rng(2)
+    stack = rng.normal(size=(3, 70, 150)).astype(np.float32)
+    shapes = []
+
+    def identity(batch):
+        shapes.append(tuple(batch.shape))
+        return batch
+
+    out = predict_probabilities(identity, stack, patch=64, overlap=16, batch_size=4)
+    assert out.shape == stack.shape and np.abs(out - stack).max() < 1e-5
+    assert {s[1:] for s in shapes} == {(3, 64, 64)}
+    shapes.clear()
+    small = predict_probabilities(identity, stack, patch=256, overlap=16, shrink_to_image=True)
+    assert shapes == [(1, 3, 70 + 16, 150 + 16)]  # one tile: the image and its reflected margins
+    assert np.abs(small - stack).max() < 1e-5
+    shapes.clear()
+    predict_probabilities(identity, stack, patch=100, overlap=16, shrink_to_image=True)
+    assert {s[2:] for s in shapes} == {(86, 100)}  # shrunk along y only
