@@ -203,9 +203,7 @@ class _Labeller:
         self.messages: list[str] = []
 
     def __call__(self, item, staging) -> dict:
-        import starfile
-
-        from crisp.io.coordinates import flip_y, read_coordinates
+        from crisp.io.coordinates import flip_y, read_coordinates, write_star
         from crisp.io.micrographs import read_micrograph, write_mrc
 
         config, name = self.config, item.name
@@ -246,7 +244,7 @@ class _Labeller:
         keep = ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY"] + [
             c for c in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnAutopickFigureOfMerit")
             if c in centres.columns]
-        starfile.write(centres[keep], staging.path(_output(COORDINATES, name, ".star")), overwrite=True)
+        write_star(centres[keep], staging.path(_output(COORDINATES, name, ".star")), version=False)
         write_mrc(staging.path(_output(MICROGRAPHS, name)), mic.data.astype(np.float32, copy=False),
                   pixel_size=pixel_size)
         write_mrc(staging.path(_output(MASKS, name)), mask.astype(np.uint8, copy=False),
