@@ -246,3 +246,20 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_outputs(tmp_path, kill_at):
         if rel != MANIFEST:
             assert (out / rel).read_bytes() == (reference / rel).read_bytes(), rel
     assert not [p for p in out.rglob("*") if ".part" in p.name or "tmp" in p.relative_to(out).parts]
+
+
+def test_overwrite_recomputes_only_the_work_list_and_drops_other_settings(tmp_path):
+    paths, out = _inputs(tmp_path), tmp_path / "out"
+    _run(paths, out, Doubler())
+    redo = Doubler()
+    run_batch("double", _items(paths[:1]), redo, out, {"offset": 0}, overwrite=True, progress=False)
+    assert redo.calls == ["m0"]  # the same settings: the other items' outputs are kept
+    assert sorted(p.name for p in out.glob("*.out")) == ["m0.out", "m1.out", "m2.out", "m3.out"]
+    shard = Doubler()
+    _run(paths, out, shard, shard=(2, 2), overwrite=True)
+    assert shard.calls == ["m1", "m3"] and len(list(out.glob("*.out"))) == 4  # shard 1's outputs kept
+    other = Doubler(5)
+    run_batch("double", _items(paths[:1]), other, out, {"offset": 5}, overwrite=True, progress=False)
+    # other settings: no output of the previous settings stays beside the new one
+    assert sorted(p.name for p in out.glob("*.out")) == ["m0.out"]
+    assert (out / "m0.out").read_text() == "5\n" and set(read_records(out)) == {"m0"}

@@ -259,8 +259,12 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
                 entry.unlink()
 
 
-def _open_manifest(out_dir: Path, verb: str, settings: dict, items: Sequence[Item], overwrite: bool) -> dict:
-    """Read or create the manifest; refuse other verbs or settings unless ``overwrite``."""
+def _open_manifest(out_dir: Path, verb: str, settings: dict, items: Sequence[Item], work: Sequence[Item],
+                   overwrite: bool) -> dict:
+    """Read or create the manifest; refuse other verbs or settings unless ``overwrite``.
+
+    ``items`` is the whole work list, ``work`` the part this process does (its shard).
+    """
     from crisp import __version__
 
     path = out_dir / MANIFEST
@@ -271,34 +275,35 @@ def _open_manifest(out_dir: Path, verb: str, settings: dict, items: Sequence[Ite
     if manifest is not None and manifest.get("verb") != verb:
         raise CrispError(f"holds the output of `crisp {manifest.get('verb')}`, not `crisp {verb}`; "
                          "choose another output folder", out_dir)
-    if manifest is not None and manifest.get("settings_hash") != digest:
-        if not overwrite:
-            diffs = "; ".join(_differences(manifest.get("settings") or {}, settings))
-            raise CrispError(f"holds outputs of `crisp {verb}` made with other settings ({diffs}); "
-                             "use --overwrite to recompute them, or choose another output folder", out_dir)
-        manifest = None
-    if manifest is not None and overwrite:
-        manifest = None
-    if manifest is None:
-        if not overwrite and not path.exists():
-            clash = [o for item in items for o in item.outputs if (out_dir / o).exists()]
-            if clash:
-                raise CrispError(f"holds files that crisp did not record ({clash[0]}, ...: no {MANIFEST}); "
-                                 "use --overwrite to replace them, or choose another output folder", out_dir)
-        _forget_items(out_dir)
+    if manifest is not None and manifest.get("settings_hash") != digest and not overwrite:
+        diffs = "; ".join(_differences(manifest.get("settings") or {}, settings))
+        raise CrispError(f"holds outputs of `crisp {verb}` made with other settings ({diffs}); "
+                         "use --overwrite to recompute them, or choose another output folder", out_dir)
+    if manifest is None and not overwrite:
+        clash = [o for item in items for o in item.outputs if (out_dir / o).exists()]
+        if clash:
+            raise CrispError(f"holds files that crisp did not record ({clash[0]}, ...: no {MANIFEST}); "
+                             "use --overwrite to replace them, or choose another output folder", out_dir)
+    if overwrite:
+        # recompute this work list; drop every output of other settings, but not the outputs that
+        # other items (e.g. another shard's) made with these settings
+        _forget_items(out_dir, {item.name for item in work}, digest)
+    if manifest is None or manifest.get("settings_hash") != digest:
         manifest = {"verb": verb, "settings": json.loads(canonical_json(settings)), "settings_hash": digest,
                     "crisp_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         _write_json(path, manifest)
     return manifest
 
 
-def _forget_items(out_dir: Path) -> None:
-    """Delete every item record and the outputs they list (before recomputing everything)."""
+def _forget_items(out_dir: Path, names: set[str], digest: str) -> None:
+    """Delete the records, and the outputs they list, of ``names`` and of any other settings."""
     records = out_dir / STATE_DIR / "items"
     if not records.is_dir():
         return
     for record_path in records.glob("*.json"):
         record = _read_json(record_path) or {}
+        if record_path.stem not in names and record.get("settings_hash") == digest:
+            continue
         for output in record.get("outputs", {}):
             with contextlib.suppress(OSError):
                 (out_dir / output).unlink()
@@ -351,7 +356,8 @@ def run_batch(verb: str, items: Sequence[Item], fn: Callable[[Item, Staging], di
         Every setting that decides the outputs (JSON-serialisable); a rerun with other settings is
         refused unless ``overwrite``.
     overwrite
-        Recompute every item (and forget the records of the previous settings).
+        Recompute every item of this work list (of this shard), and delete every output that other
+        settings made in the folder; outputs of other items made with these settings are kept.
     keep_going
         Record a failing item and go on with the others (default: stop at the first failure).
     progress
@@ -385,7 +391,7 @@ def run_batch(verb: str, items: Sequence[Item], fn: Callable[[Item, Staging], di
     work = select_shard(items, shard)
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
-    manifest = _open_manifest(out, verb, settings, items, overwrite)
+    manifest = _open_manifest(out, verb, settings, items, work, overwrite)
     digest = manifest["settings_hash"]
     result = BatchResult(out_dir=out, verb=verb, names=[item.name for item in work])
     tmp_root = out / STATE_DIR / "tmp" / f"{socket.gethostname()}--{os.getpid()}-{uuid.uuid4().hex[:8]}"
