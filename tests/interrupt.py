@@ -57,13 +57,14 @@ _MRC_LABELS = slice(224, 1024)  # the MRC header's ten 80-byte text labels (mrcf
 _STARFILE_STAMP = re.compile(rb"# Created by the starfile Python package[^\n]*\n")
 
 
-def output_data(folder: Path) -> dict[str, bytes]:
+def output_data(folder: Path, rename: bool = False) -> dict[str, bytes]:
     """:func:`output_files` without the write times that mrcfile and starfile put into every file.
 
     An MRC file's text labels (header bytes 224-1024: "Created by mrcfile.py  DATE TIME") and a STAR
     file's "# Created by the starfile Python package ... at TIME on DATE" line are blanked; every other
     byte (the data, the rest of the header) is compared. Two runs a second apart compare equal when
-    their data are.
+    their data are. ``rename`` replaces the folder's own path inside the files by ``OUT`` (an index
+    lists paths under the folder as given), so two folders can be compared.
     """
     found = {}
     for name, data in output_files(folder).items():
@@ -72,7 +73,7 @@ def output_data(folder: Path) -> dict[str, bytes]:
             data = data[:start] + bytes(stop - start) + data[stop:]
         elif name.endswith(".star"):
             data = _STARFILE_STAMP.sub(b"", data)
-        found[name] = data
+        found[name] = data.replace(str(folder).encode(), b"OUT") if rename else data
     return found
 
 

@@ -14,8 +14,7 @@ from crisp.errors import CrispError
 from crisp.io.coordinates import write_autopick, write_coordinates
 from crisp.io.micrographs import write_mrc
 from crisp.io.stacks import extract_particles
-from interrupt import crisp_argv, leftover_temporaries, run_killed
-from test_pick_batch import data_files
+from interrupt import crisp_argv, leftover_temporaries, output_data, run_killed
 
 X, Y, S, M = "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit", "rlnMicrographName"
 N_MICS = 8
@@ -46,9 +45,9 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_particles(tmp_path):
     assert 1 <= seen < N_MICS, f"killed after {seen} of {N_MICS} micrographs"
     assert not (out / "particles.star").exists()  # written after the batch
     assert main([*args, "-o", str(out)]) == 0
-    expected = data_files(reference)
+    expected = output_data(reference)
     assert "Particles/m07.mrcs" in expected and "particles.star" in expected
-    assert data_files(out) == expected
+    assert output_data(out) == expected
     assert leftover_temporaries(out) == []
 
 
@@ -57,14 +56,14 @@ def test_other_settings_or_picks_are_refused_then_overwritten(tmp_path, capsys):
     out = tmp_path / "particles"
     args = ["extract", str(mics), str(picks), "-o", str(out), "--box", "32"]
     assert main(args) == 0
-    before = data_files(out)
+    before = output_data(out)
     capsys.readouterr()
     assert main([*args[:-1], "48"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {out}:") and "box_px: 32 -> 48" in err[0]
     assert main([*args, "--invert"]) == 2
     assert "invert: False -> True" in capsys.readouterr().err
-    assert data_files(out) == before  # nothing rewritten
+    assert output_data(out) == before  # nothing rewritten
     # other picks: stacks of the earlier picks are not mixed with new ones
     moved = table.assign(**{X: table[X] + 0.75})
     with pytest.raises(CrispError, match="picks: "):
@@ -72,7 +71,7 @@ def test_other_settings_or_picks_are_refused_then_overwritten(tmp_path, capsys):
     result = extract_particles(mics, moved, out, 32, progress=False, overwrite=True)
     assert result.skipped_existing == 0 and len(result.per_micrograph) == 2
     fresh = extract_particles(mics, moved, tmp_path / "fresh", 32, progress=False)
-    assert data_files(out) == data_files(tmp_path / "fresh") and fresh.n_particles == result.n_particles
+    assert output_data(out) == output_data(tmp_path / "fresh") and fresh.n_particles == result.n_particles
     # --overwrite through the CLI: the new box size
     assert main([*args[:-1], "48", "--overwrite"]) == 0
     assert mrcfile.read(out / "Particles" / "m00.mrcs").shape[1:] == (48, 48)
@@ -95,7 +94,7 @@ def test_shards_into_one_folder_give_one_particles_star(tmp_path):
     for shard in ("1/3", "3/3", "2/3"):
         assert main([*args, "-o", str(sharded), "--shard", shard]) == 0
     assert set(read_records(sharded)) == {f"m{k:02d}" for k in range(5)}
-    assert data_files(sharded) == data_files(whole)
+    assert output_data(sharded) == output_data(whole)
     star = starfile.read(sharded / "particles.star", always_dict=True)["particles"]
     assert sorted(star[M].map(lambda p: p.rsplit("/", 1)[-1]).unique()) == [f"m{k:02d}.mrc" for k in range(5)]
 

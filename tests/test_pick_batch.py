@@ -12,7 +12,7 @@ from crisp.io.coordinates import read_autopick, read_coordinates
 from crisp.io.micrographs import write_mrc
 from crisp.picking.files import pick_files
 from crisp.picking.tune import PickerConfig, load_picker
-from interrupt import crisp_argv, leftover_temporaries, output_files, run_killed
+from interrupt import crisp_argv, leftover_temporaries, output_data, output_files, run_killed
 from test_picking_finders import DIAMETER, synthetic_map
 
 X, Y, S, M = "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit", "rlnMicrographName"
@@ -27,22 +27,6 @@ def _maps(folder, n=3, shape=(256, 320), scale=LOW):
         prob, _ = synthetic_map(seed=k + 20, shape=shape, n=12, n_pairs=1)
         write_mrc(folder / f"mic_{k:02d}.mrc", prob * scale, pixel_size=2.0, dtype=np.float32)
     return folder
-
-
-def data_files(folder, rename=None):
-    """:func:`interrupt.output_files` without the time each file was written: starfile's "# Created
-    by ... at TIME" line and the MRC header's labels (mrcfile's "Created by mrcfile.py DATE TIME");
-    ``rename`` replaces the folder's name inside the files (the index lists paths under the folder
-    as given)."""
-    files = {}
-    for rel, data in output_files(folder).items():
-        if rel.endswith((".mrc", ".mrcs")):
-            data = data[:224] + bytes(800) + data[1024:]  # labels: 10 x 80 bytes after nlabl
-        else:
-            data = b"\n".join(line for line in data.split(b"\n")
-                               if not line.startswith(b"# Created by the starfile"))
-        files[rel] = data.replace(str(folder).encode(), b"OUT") if rename else data
-    return files
 
 
 def _picker(path, config=LOW_PICKER):
@@ -83,9 +67,9 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_picks(tmp_path, formats):
     assert 1 <= seen < 8, f"killed after {seen} of 8 micrographs"
     assert not (out / "autopick.star").exists()  # the index is written after the batch
     assert main([*args, "-o", str(out)]) == 0
-    expected = data_files(reference, rename=True)
+    expected = output_data(reference, rename=True)
     assert "topaz/mic_07.txt" in expected and "mic_07_autopick.star" in expected
-    assert data_files(out, rename=True) == expected
+    assert output_data(out, rename=True) == expected
     assert leftover_temporaries(out) == []
 
 
@@ -113,7 +97,7 @@ def test_another_picker_into_the_same_folder_is_refused_then_overwritten(tmp_pat
     fresh = tmp_path / "fresh"
     assert main(["pick", str(maps), "-o", str(fresh), "--picker", str(other)]) == 0
     assert load_picker(out / "picker.yaml") == other_config
-    assert data_files(out, rename=True) == data_files(fresh, rename=True)
+    assert output_data(out, rename=True) == output_data(fresh, rename=True)
     assert len(read_autopick(out / "autopick.star")) == len(read_autopick(fresh / "autopick.star"))
 
 
@@ -140,7 +124,7 @@ def test_shards_into_one_folder_give_one_index_of_all_micrographs(tmp_path):
         assert main(["pick", str(maps), "-o", str(sharded), "--picker", str(picker), "--format", "star,txt",
                      "--shard", shard]) == 0
     assert set(read_records(sharded)) == {f"mic_{k:02d}" for k in range(5)}
-    assert data_files(sharded, rename=True) == data_files(whole, rename=True)
+    assert output_data(sharded, rename=True) == output_data(whole, rename=True)
     assert main(["pick", str(maps), "-o", str(sharded), "--picker", str(picker), "--shard", "3/2"]) == 2
 
 
