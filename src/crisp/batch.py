@@ -22,11 +22,18 @@ item's record written. A process killed at any point therefore leaves no half-wr
 a final name, and the rerun redoes exactly the items without a record. Each item's record is its
 own file, so shards of one work list (:func:`select_shard`) can run at the same time, in any order,
 into the same folder.
+
+The same work list can also be spread over processes or machines with Dask (``workers`` or
+``scheduler``, or the :func:`execution` block the CLI's ``--workers``/``--scheduler`` set): the
+parent skips what is done and submits every other item as a task that runs the same per-item code
+(:mod:`crisp.distributed`), so the folder ends up as after a serial run. Without either, everything
+runs in this process and Dask is not imported.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -34,7 +41,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +51,8 @@ from crisp.errors import CrispError
 MANIFEST = "crisp-batch.json"
 STATE_DIR = ".crisp-batch"
 _STALE_FOREIGN_TMP_S = 24 * 3600.0  # temporary folders of other hosts are removed after a day
+_EXECUTION: contextvars.ContextVar[tuple[int | None, str | None]] = contextvars.ContextVar(
+    "crisp_batch_execution", default=(None, None))
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,40 @@ def select_shard(items: Sequence[Item], shard: tuple[int, int] | None) -> list[I
     index, count = shard
     ordered = sorted(items, key=lambda item: item.name)
     return ordered[index - 1::count]
+
+
+def check_execution(workers: int | None, scheduler: str | None) -> None:
+    """Refuse a bad ``workers``/``scheduler`` pair (both given, fewer than 1 worker, an empty address)."""
+    if workers is not None and scheduler is not None:
+        raise CrispError("give --workers (a local Dask cluster) or --scheduler (an existing one), not both")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise CrispError(f"--workers must be a whole number of at least 1 (got {workers!r})")
+    if scheduler is not None and not str(scheduler).strip():
+        raise CrispError("--scheduler needs the address of a Dask scheduler, e.g. tcp://node01:8786")
+
+
+@contextlib.contextmanager
+def execution(workers: int | None = None, scheduler: str | None = None) -> Iterator[None]:
+    """Run every :func:`run_batch` in this block on Dask (unless it is given its own executor).
+
+    Library functions of the verbs (``segment_files``, ``pick_files``, ...) call :func:`run_batch`;
+    this block is how a caller (the CLI's ``--workers``/``--scheduler``) spreads their items over
+    processes without each function taking the options.
+
+    Parameters
+    ----------
+    workers
+        Number of worker processes of a local Dask cluster started for each batch.
+    scheduler
+        Address of a running Dask scheduler (e.g. ``tcp://node01:8786``, from ``dask-jobqueue``).
+        With neither, batches run in this process.
+    """
+    check_execution(workers, scheduler)
+    token = _EXECUTION.set((workers, scheduler))
+    try:
+        yield
+    finally:
+        _EXECUTION.reset(token)
 
 
 def _write_json(path: Path, data: dict, tmp_dir: Path | None = None) -> None:
@@ -337,7 +380,8 @@ def _is_done(out_dir: Path, item: Item, digest: str) -> dict | None:
 def run_batch(verb: str, items: Sequence[Item], fn: Callable[[Item, Staging], dict | None],
               out_dir: str | os.PathLike[str], settings: dict, *, overwrite: bool = False,
               keep_going: bool = False, progress: bool = True, shard: tuple[int, int] | None = None,
-              input_dirs: Iterable[str | os.PathLike[str]] = (), unit: str = "micrograph") -> BatchResult:
+              input_dirs: Iterable[str | os.PathLike[str]] = (), unit: str = "micrograph",
+              workers: int | None = None, scheduler: str | None = None) -> BatchResult:
     """Apply ``fn`` to every item not yet done and record each result in ``out_dir``.
 
     Parameters
@@ -368,6 +412,15 @@ def run_batch(verb: str, items: Sequence[Item], fn: Callable[[Item, Staging], di
         Folders the inputs were listed from: the output folder may not be one of them.
     unit
         Unit shown by the progress bar.
+    workers
+        Run the items not yet done on a local Dask cluster of this many worker processes
+        (:mod:`crisp.distributed`; needs ``crisp-em[cluster]``).
+    scheduler
+        Run them on the workers of the Dask scheduler at this address instead (the workers must see
+        the input and output folders at the same paths). With neither ``workers`` nor ``scheduler``,
+        those of the enclosing :func:`execution` block; with none, everything runs in this process.
+        ``fn`` must then be picklable (cloudpickle); it is unpickled once per worker process and
+        reused for every item there, so it may load a network once, at its first item.
 
     Returns
     -------
@@ -377,11 +430,20 @@ def run_batch(verb: str, items: Sequence[Item], fn: Callable[[Item, Staging], di
     Raises
     ------
     CrispError
-        A bad output folder, other settings without ``overwrite``, duplicate item names, or the
-        first failing item's error (without ``keep_going``).
+        A bad output folder, other settings without ``overwrite``, duplicate item names, bad
+        ``workers``/``scheduler`` or Dask not installed, or the first failing item's error (without
+        ``keep_going``).
     """
     from tqdm.auto import tqdm
 
+    if workers is None and scheduler is None:
+        workers, scheduler = _EXECUTION.get()
+    check_execution(workers, scheduler)
+    distributed = workers is not None or scheduler is not None
+    if distributed:
+        from crisp.distributed import require_dask
+
+        require_dask()
     out = Path(out_dir)
     names = [item.name for item in items]
     if len(set(names)) != len(names):
@@ -396,13 +458,19 @@ def run_batch(verb: str, items: Sequence[Item], fn: Callable[[Item, Staging], di
     result = BatchResult(out_dir=out, verb=verb, names=[item.name for item in work])
     tmp_root = out / STATE_DIR / "tmp" / f"{socket.gethostname()}--{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        for item in tqdm(work, desc=verb, unit=unit, disable=not progress, mininterval=1.0):
-            record = _is_done(out, item, digest)
-            if record is not None:
-                result.skipped.append(item.name)
-                result.records[item.name] = record.get("result") or {}
-                continue
-            _run_item(out, item, fn, tmp_root, digest, result, keep_going)
+        if distributed:
+            _run_distributed(out, work, fn, digest, result, keep_going=keep_going, workers=workers,
+                             scheduler=scheduler, progress=progress, desc=verb, unit=unit)
+        else:
+            for item in tqdm(work, desc=verb, unit=unit, disable=not progress, mininterval=1.0):
+                record = _is_done(out, item, digest)
+                if record is not None:
+                    result.skipped.append(item.name)
+                    result.records[item.name] = record.get("result") or {}
+                    continue
+                error = _run_item(out, item, fn, tmp_root, digest, result)
+                if error is not None and not keep_going:
+                    raise error
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
         with contextlib.suppress(OSError):
@@ -411,8 +479,30 @@ def run_batch(verb: str, items: Sequence[Item], fn: Callable[[Item, Staging], di
     return result
 
 
-def _run_item(out: Path, item: Item, fn: Callable, tmp_root: Path, digest: str, result: BatchResult,
-              keep_going: bool) -> None:
+def _run_distributed(out: Path, work: Sequence[Item], fn: Callable, digest: str, result: BatchResult,
+                     **options: Any) -> None:
+    """Skip the items done here, in the submitting process; run the others on Dask."""
+    todo = []
+    for item in work:
+        record = _is_done(out, item, digest)
+        if record is not None:
+            result.skipped.append(item.name)
+            result.records[item.name] = record.get("result") or {}
+        else:
+            todo.append(item)
+    if todo:  # nothing to do: no cluster is started
+        from crisp.distributed import run_items
+
+        run_items(out, todo, fn, digest, result, total=len(work), **options)
+
+
+def _run_item(out: Path, item: Item, fn: Callable, tmp_root: Path, digest: str,
+              result: BatchResult) -> Exception | None:
+    """Run one item in ``tmp_root``, rename its outputs, write its record; the error if it failed.
+
+    A failure is recorded (in the record and ``result.failed``) and returned, not raised: the caller
+    decides whether to stop. Every executor (this process, a Dask worker) runs items through here.
+    """
     tmp_dir = tmp_root / uuid.uuid4().hex[:8]
     tmp_dir.mkdir(parents=True)
     staging = Staging(out, tmp_dir, item)
@@ -438,15 +528,26 @@ def _run_item(out: Path, item: Item, fn: Callable, tmp_root: Path, digest: str, 
         _write_json(record_path, record, tmp_dir)  # a kill here leaves no temporary among the records
         result.done.append(item.name)
         result.records[item.name] = record["result"]
-    except Exception as err:  # noqa: BLE001 - recorded, then re-raised unless keep_going
-        message = str(err) if isinstance(err, CrispError) else f"{type(err).__name__}: {err}"
+        return None
+    except Exception as err:  # noqa: BLE001 - recorded, then re-raised by the caller unless keep_going
+        message = error_message(err)
         _write_json(record_path, {"name": item.name, "status": "failed", "settings_hash": digest,
                                   "error": message}, tmp_dir)
         result.failed[item.name] = message
-        if not keep_going:
-            raise
+        return err
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def error_message(err: BaseException) -> str:
+    """How an item's error is recorded: a CrispError's message, else ``Type: message``."""
+    return str(err) if isinstance(err, CrispError) else f"{type(err).__name__}: {err}"
+
+
+def write_failed_record(out: Path, name: str, digest: str, message: str) -> None:
+    """Record item ``name`` as failed (for an item whose executor died before it could)."""
+    _write_json(_record_path(out, name), {"name": name, "status": "failed", "settings_hash": digest,
+                                          "error": message})
 
 
 def _update_counts(out: Path, manifest: dict) -> None:
