@@ -24,16 +24,17 @@ own file, so shards of one work list (:func:`select_shard`) can run at the same 
 into the same folder.
 
 The same work list can also be spread over processes or machines with Dask (``workers`` or
-``scheduler``, or the :func:`execution` block the CLI's ``--workers``/``--scheduler`` set): the
-parent skips what is done and submits every other item as a task that runs the same per-item code
-(:mod:`crisp.distributed`), so the folder ends up as after a serial run. Without either, everything
+``scheduler``, or the :func:`crisp.distributed.execution` block that the CLI's ``--workers`` and
+``--scheduler`` open): this process skips what is done and submits every other item as a Dask task
+that runs the same per-item code (:mod:`crisp.distributed`), so the folder ends up as after a serial
+run. Without either, everything
 runs in this process and Dask is not imported.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
+import functools
 import hashlib
 import json
 import os
@@ -41,18 +42,17 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crisp.distributed import check_execution, current_execution, execution  # noqa: F401 - no dask import
 from crisp.errors import CrispError
 
 MANIFEST = "crisp-batch.json"
 STATE_DIR = ".crisp-batch"
 _STALE_FOREIGN_TMP_S = 24 * 3600.0  # temporary folders of other hosts are removed after a day
-_EXECUTION: contextvars.ContextVar[tuple[int | None, str | None]] = contextvars.ContextVar(
-    "crisp_batch_execution", default=(None, None))
 
 
 @dataclass(frozen=True)
@@ -169,40 +169,6 @@ def select_shard(items: Sequence[Item], shard: tuple[int, int] | None) -> list[I
     index, count = shard
     ordered = sorted(items, key=lambda item: item.name)
     return ordered[index - 1::count]
-
-
-def check_execution(workers: int | None, scheduler: str | None) -> None:
-    """Refuse a bad ``workers``/``scheduler`` pair (both given, fewer than 1 worker, an empty address)."""
-    if workers is not None and scheduler is not None:
-        raise CrispError("give --workers (a local Dask cluster) or --scheduler (an existing one), not both")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise CrispError(f"--workers must be a whole number of at least 1 (got {workers!r})")
-    if scheduler is not None and not str(scheduler).strip():
-        raise CrispError("--scheduler needs the address of a Dask scheduler, e.g. tcp://node01:8786")
-
-
-@contextlib.contextmanager
-def execution(workers: int | None = None, scheduler: str | None = None) -> Iterator[None]:
-    """Run every :func:`run_batch` in this block on Dask (unless it is given its own executor).
-
-    Library functions of the verbs (``segment_files``, ``pick_files``, ...) call :func:`run_batch`;
-    this block is how a caller (the CLI's ``--workers``/``--scheduler``) spreads their items over
-    processes without each function taking the options.
-
-    Parameters
-    ----------
-    workers
-        Number of worker processes of a local Dask cluster started for each batch.
-    scheduler
-        Address of a running Dask scheduler (e.g. ``tcp://node01:8786``, from ``dask-jobqueue``).
-        With neither, batches run in this process.
-    """
-    check_execution(workers, scheduler)
-    token = _EXECUTION.set((workers, scheduler))
-    try:
-        yield
-    finally:
-        _EXECUTION.reset(token)
 
 
 def _write_json(path: Path, data: dict, tmp_dir: Path | None = None) -> None:
@@ -418,7 +384,8 @@ def run_batch(verb: str, items: Sequence[Item], fn: Callable[[Item, Staging], di
     scheduler
         Run them on the workers of the Dask scheduler at this address instead (the workers must see
         the input and output folders at the same paths). With neither ``workers`` nor ``scheduler``,
-        those of the enclosing :func:`execution` block; with none, everything runs in this process.
+        those of the enclosing :func:`crisp.distributed.execution` block; with none, everything runs
+        in this process.
         ``fn`` must then be picklable (cloudpickle); it is unpickled once per worker process and
         reused for every item there, so it may load a network once, at its first item.
 
@@ -437,13 +404,13 @@ def run_batch(verb: str, items: Sequence[Item], fn: Callable[[Item, Staging], di
     from tqdm.auto import tqdm
 
     if workers is None and scheduler is None:
-        workers, scheduler = _EXECUTION.get()
+        workers, scheduler = current_execution()
     check_execution(workers, scheduler)
     distributed = workers is not None or scheduler is not None
     if distributed:
         from crisp.distributed import require_dask
 
-        require_dask()
+        require_dask()  # before the output folder is touched
     out = Path(out_dir)
     names = [item.name for item in items]
     if len(set(names)) != len(names):
@@ -479,21 +446,65 @@ def run_batch(verb: str, items: Sequence[Item], fn: Callable[[Item, Staging], di
     return result
 
 
-def _run_distributed(out: Path, work: Sequence[Item], fn: Callable, digest: str, result: BatchResult,
-                     **options: Any) -> None:
-    """Skip the items done here, in the submitting process; run the others on Dask."""
+def _run_distributed(out: Path, work: Sequence[Item], fn: Callable, digest: str, result: BatchResult, *,
+                     keep_going: bool, workers: int | None, scheduler: str | None, progress: bool, desc: str,
+                     unit: str) -> None:
+    """Skip the items done, here; run the others as Dask tasks (no cluster when none is left)."""
+    from tqdm.auto import tqdm
+
+    from crisp.distributed import completed, restore_error
+
     todo = []
     for item in work:
         record = _is_done(out, item, digest)
-        if record is not None:
+        if record is None:
+            todo.append(item)
+        else:
             result.skipped.append(item.name)
             result.records[item.name] = record.get("result") or {}
-        else:
-            todo.append(item)
-    if todo:  # nothing to do: no cluster is started
-        from crisp.distributed import run_items
+    if not todo:
+        return
+    token, order, stop = uuid.uuid4().hex[:12], {item.name: i for i, item in enumerate(todo)}, None
+    runner = functools.partial(_run_remote, str(out), digest)
+    with (tqdm(total=len(work), initial=len(work) - len(todo), desc=desc, unit=unit, disable=not progress,
+               mininterval=1.0) as bar,
+          contextlib.closing(completed(todo, fn, runner, token, workers=workers, scheduler=scheduler,
+                                       name=desc)) as outcomes):
+        for item, outcome in outcomes:
+            bar.update()
+            if outcome["status"] == "done":
+                result.done.append(item.name)
+                result.records[item.name] = outcome["result"]
+                continue
+            if outcome.get("lost"):  # no worker lived to record it
+                _write_json(_record_path(out, item.name), {"name": item.name, "status": "failed",
+                                                          "settings_hash": digest, "error": outcome["error"]})
+            result.failed[item.name] = outcome["error"]
+            if not keep_going:
+                stop = restore_error(outcome.get("exception"), outcome["error"])
+                break
+    result.done.sort(key=order.__getitem__)
+    result.failed = dict(sorted(result.failed.items(), key=lambda kv: order[kv[0]]))
+    for folder in (out / STATE_DIR / "tmp").glob(f"*-{token}"):  # the workers' temporary folders
+        if stop is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:  # tasks of a remote scheduler may still be writing: leave them to the next run
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    if stop is not None:
+        raise stop
 
-        run_items(out, todo, fn, digest, result, total=len(work), **options)
+
+def _run_remote(out: str, digest: str, item: Item, fn: Callable, token: str) -> dict:
+    """One item on a Dask worker (:func:`crisp.distributed.completed`), in its own temporary folder."""
+    from crisp.distributed import portable_error
+
+    result = BatchResult(out_dir=Path(out), verb="", names=[item.name])
+    tmp_root = Path(out) / STATE_DIR / "tmp" / f"{socket.gethostname()}--{os.getpid()}-{token}"
+    error = _run_item(Path(out), item, fn, tmp_root, digest, result)
+    if error is None:
+        return {"status": "done", "result": result.records[item.name]}
+    return {"status": "failed", "error": result.failed[item.name], "exception": portable_error(error)}
 
 
 def _run_item(out: Path, item: Item, fn: Callable, tmp_root: Path, digest: str,
@@ -530,24 +541,13 @@ def _run_item(out: Path, item: Item, fn: Callable, tmp_root: Path, digest: str,
         result.records[item.name] = record["result"]
         return None
     except Exception as err:  # noqa: BLE001 - recorded, then re-raised by the caller unless keep_going
-        message = error_message(err)
+        message = str(err) if isinstance(err, CrispError) else f"{type(err).__name__}: {err}"
         _write_json(record_path, {"name": item.name, "status": "failed", "settings_hash": digest,
                                   "error": message}, tmp_dir)
         result.failed[item.name] = message
         return err
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-
-
-def error_message(err: BaseException) -> str:
-    """How an item's error is recorded: a CrispError's message, else ``Type: message``."""
-    return str(err) if isinstance(err, CrispError) else f"{type(err).__name__}: {err}"
-
-
-def write_failed_record(out: Path, name: str, digest: str, message: str) -> None:
-    """Record item ``name`` as failed (for an item whose executor died before it could)."""
-    _write_json(_record_path(out, name), {"name": name, "status": "failed", "settings_hash": digest,
-                                          "error": message})
 
 
 def _update_counts(out: Path, manifest: dict) -> None:

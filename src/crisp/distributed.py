@@ -1,54 +1,82 @@
-"""Dask execution of a batch: the ``--workers N`` and ``--scheduler ADDRESS`` of every per-micrograph verb.
+"""Dask execution of batches: the ``--workers N`` and ``--scheduler ADDRESS`` of every per-micrograph verb.
 
-:func:`crisp.batch.run_batch` skips the items already done and hands the rest to :func:`run_items`,
-which submits one Dask task per item to
+:func:`crisp.batch.run_batch` skips the items already done and hands the others to :func:`completed`,
+which runs one Dask task per item on
 
 - a local cluster of ``workers`` processes (``LocalCluster(n_workers=N, threads_per_worker=1,
   processes=True)``), started for the batch and closed after it, or
 - the workers of a running scheduler at ``scheduler`` (e.g. one that ``dask-jobqueue`` started on
-  SLURM, PBS or SGE; the workers must see the input and output folders at the same paths, and run
-  the tasks in the submitting process's working folder, so relative paths mean the same there).
+  SLURM, PBS or SGE). The workers must see the input and output folders at the same paths; each task
+  runs in the submitting process's working folder, so relative paths mean the same there.
 
-Each task runs the item through the same code as a serial run (:func:`crisp.batch._run_item`:
-outputs staged in the output folder's ``.crisp-batch/tmp``, renamed, then recorded), so the folder
-ends up byte for byte as after a serial run. The item function is pickled once (cloudpickle) and is
-unpickled once per worker process (:func:`_item_function`, a module-level cache keyed by the batch),
-so a function that loads a network at its first item (``crisp.predict``'s segmenter) loads it once
-per worker. Tasks are submitted with ``retries=2``, and Dask reschedules the items of a worker that
-dies; an item whose worker died while writing left only a temporary folder, which is removed.
+Each task runs the batch's per-item code (the ``runner`` the batch hands over: staging in the output
+folder, rename, record), so the folder ends up as after a serial run. The item function is pickled
+once (cloudpickle) and unpickled once per worker process (:func:`cached_function`, a module-level
+cache keyed by the batch), so a function that loads a network at its first item (``crisp segment``'s)
+loads it once per worker. Tasks are submitted with ``retries``, and Dask reschedules the tasks of a
+worker that dies.
 
-Dask (``dask[distributed]``) is an optional dependency (``pip install 'crisp-em[cluster]'``); this
-module is imported only when a batch runs with workers or a scheduler.
+Dask (``dask[distributed]``) is an optional dependency (``pip install 'crisp-em[cluster]'``); nothing
+here imports it until a batch runs with workers or a scheduler.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import pickle
-import shutil
-import socket
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-from crisp.batch import (
-    STATE_DIR,
-    BatchResult,
-    Item,
-    _run_item,
-    error_message,
-    write_failed_record,
-)
 from crisp.errors import CrispError
 
-RETRIES = 2  # further tries of an item whose task failed outright (not an item's own error)
 CONNECT_TIMEOUT_S = 30  # seconds to reach a --scheduler
 _KEEP_FUNCTIONS = 2  # item functions (and the networks they loaded) kept per worker process
 _FUNCTIONS: OrderedDict[str, Callable] = OrderedDict()
+_EXECUTION: contextvars.ContextVar[tuple[int | None, str | None]] = contextvars.ContextVar(
+    "crisp_execution", default=(None, None))
+
+
+def check_execution(workers: int | None, scheduler: str | None) -> None:
+    """Refuse a bad ``workers``/``scheduler`` pair (both given, fewer than 1 worker, an empty address)."""
+    if workers is not None and scheduler is not None:
+        raise CrispError("give --workers (a local Dask cluster) or --scheduler (an existing one), not both")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise CrispError(f"--workers must be a whole number of at least 1 (got {workers!r})")
+    if scheduler is not None and not str(scheduler).strip():
+        raise CrispError("--scheduler needs the address of a Dask scheduler, e.g. tcp://node01:8786")
+
+
+@contextlib.contextmanager
+def execution(workers: int | None = None, scheduler: str | None = None) -> Iterator[None]:
+    """Run every :func:`crisp.batch.run_batch` in this block on Dask (unless given its own executor).
+
+    The verbs' library functions (``segment_files``, ``pick_files``, ...) call ``run_batch``; this
+    block is how a caller (the CLI's ``--workers``/``--scheduler``) spreads their items over processes
+    without each function taking the options.
+
+    Parameters
+    ----------
+    workers
+        Number of worker processes of a local Dask cluster, started for each batch.
+    scheduler
+        Address of a running Dask scheduler (e.g. ``tcp://node01:8786``, from ``dask-jobqueue``).
+        With neither, batches run in this process.
+    """
+    check_execution(workers, scheduler)
+    token = _EXECUTION.set((workers, scheduler))
+    try:
+        yield
+    finally:
+        _EXECUTION.reset(token)
+
+
+def current_execution() -> tuple[int | None, str | None]:
+    """``(workers, scheduler)`` of the enclosing :func:`execution` block (``(None, None)``: none)."""
+    return _EXECUTION.get()
 
 
 def require_dask() -> None:
@@ -64,24 +92,20 @@ def require_dask() -> None:
 # ------------------------------------------------------------------------------------------------
 # on a worker
 # ------------------------------------------------------------------------------------------------
-def _item_function(key: str, payload: bytes) -> Callable:
-    """The batch ``key``'s item function, unpickled at the first of its items this process runs."""
-    fn = _FUNCTIONS.get(key)
+def cached_function(token: str, payload: bytes) -> Callable:
+    """The item function of batch ``token``, unpickled at the first of its items this process runs."""
+    fn = _FUNCTIONS.get(token)
     if fn is None:
         import cloudpickle
 
         fn = cloudpickle.loads(payload)
-        _FUNCTIONS[key] = fn
+        _FUNCTIONS[token] = fn
         while len(_FUNCTIONS) > _KEEP_FUNCTIONS:
             _FUNCTIONS.popitem(last=False)
     return fn
 
 
-def _worker_tmp_root(out: Path, key: str) -> Path:
-    return out / STATE_DIR / "tmp" / f"{socket.gethostname()}--{os.getpid()}-{key}"
-
-
-def _portable_error(err: Exception) -> tuple:
+def portable_error(err: Exception) -> tuple:
     """An item's error in a form that survives the trip back to the submitting process."""
     if isinstance(err, CrispError):
         return ("crisp", err.reason, err.path)
@@ -89,11 +113,12 @@ def _portable_error(err: Exception) -> tuple:
         data = pickle.dumps(err)
         pickle.loads(data)
     except Exception:  # noqa: BLE001 - an exception that does not pickle comes back as its message
-        return ("message", error_message(err), None)
+        return ("message", f"{type(err).__name__}: {err}", None)
     return ("pickle", data, None)
 
 
-def _restore_error(portable: tuple | None, message: str) -> Exception:
+def restore_error(portable: tuple | None, message: str) -> Exception:
+    """The exception :func:`portable_error` carried (a :class:`CrispError` of ``message`` if none)."""
     kind, value, path = portable if portable else ("message", message, None)
     if kind == "crisp":
         return CrispError(value, path)
@@ -103,23 +128,12 @@ def _restore_error(portable: tuple | None, message: str) -> Exception:
     return CrispError(message)
 
 
-def run_remote(item: Item, payload: bytes, token: str, out: str, digest: str, cwd: str) -> dict[str, Any]:
-    """One Dask task: run ``item`` as a serial run would and say how it went.
-
-    Returns ``{"status": "done", "result": ...}`` or ``{"status": "failed", "error": MESSAGE,
-    "exception": ...}``; an item's own error is recorded and returned, not raised, so Dask does
-    not retry it (its retries are for tasks that fail outright).
-    """
+def _task(item: Any, payload: bytes, token: str, runner: Callable, cwd: str) -> dict:
+    """One Dask task: ``runner(item, fn, token)`` with the batch's item function ``fn``."""
     with contextlib.suppress(OSError):
         if os.getcwd() != cwd:
             os.chdir(cwd)  # relative paths of the work list mean what they meant to the submitter
-    fn = _item_function(token, payload)
-    out_dir = Path(out)
-    result = BatchResult(out_dir=out_dir, verb="", names=[item.name])
-    error = _run_item(out_dir, item, fn, _worker_tmp_root(out_dir, token), digest, result)
-    if error is None:
-        return {"status": "done", "result": result.records[item.name]}
-    return {"status": "failed", "error": result.failed[item.name], "exception": _portable_error(error)}
+    return runner(item, cached_function(token, payload), token)
 
 
 def _identity(value: Any) -> Any:
@@ -135,6 +149,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
 
     The local cluster (one thread per worker process, no dashboard) is closed on leaving.
     """
+    check_execution(workers, scheduler)
     require_dask()
     from distributed import Client, LocalCluster
 
@@ -161,91 +176,55 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         cluster.close()
 
 
-def run_items(out: Path, todo: Sequence[Item], fn: Callable, digest: str, result: BatchResult, *,
-              keep_going: bool, workers: int | None, scheduler: str | None, progress: bool, desc: str,
-              unit: str, total: int) -> None:
-    """Run ``todo`` on Dask; fill ``result`` as :func:`crisp.batch.run_batch` does in-process.
+def completed(items: Sequence[Any], fn: Callable, runner: Callable, token: str, *, workers: int | None,
+              scheduler: str | None, name: str = "batch", retries: int = 2) -> Iterator[tuple[Any, dict]]:
+    """Run ``runner(item, fn, token)`` for every item on Dask; yield ``(item, outcome)`` as they finish.
+
+    ``outcome`` is what ``runner`` returned (a dictionary with ``status``), or, for a task that
+    failed outright ``retries + 1`` times (e.g. its workers kept dying), ``{"status": "failed",
+    "error": MESSAGE, "lost": True}``. Closing the generator early (``break``) cancels the others.
 
     Parameters
     ----------
-    out
-        The batch's output folder (manifest written, stale temporaries removed).
-    todo
-        Items not yet done.
+    items
+        Picklable work items (``item.name`` names the Dask task).
     fn
-        The item function (picklable with cloudpickle).
-    digest
-        Hash of the batch's settings (written into each record).
-    result
-        Filled with what was done and what failed, in work-list order.
-    keep_going
-        Go on after a failed item (default: cancel the rest and raise its error).
+        The item function, picklable with cloudpickle; unpickled once per worker process.
+    runner
+        A picklable top-level function (or a partial of one) run in the task.
+    token
+        Unique key of this batch (names the tasks and the cache of ``fn`` on the workers).
     workers, scheduler
         A local cluster of ``workers`` processes, or the scheduler at this address.
-    progress, desc, unit, total
-        The progress bar (``total`` counts the items skipped as done).
+    name
+        Prefix of the task names (the verb).
+    retries
+        Further tries of a task that fails outright.
     """
     import cloudpickle
-    from distributed import as_completed
-    from tqdm.auto import tqdm
 
     try:
         payload = cloudpickle.dumps(fn)
     except Exception as err:  # noqa: BLE001 - any pickling failure is the same user-facing problem
-        raise CrispError(f"`crisp {desc}` cannot run on Dask workers: its item function does not pickle "
+        raise CrispError(f"`crisp {name}` cannot run on Dask workers: its item function does not pickle "
                          f"({type(err).__name__}: {err})") from None
-    key = uuid.uuid4().hex[:12]
-    order = {item.name: i for i, item in enumerate(todo)}
-    stop: Exception | None = None
-    finished = False
     with dask_client(workers, scheduler) as client:
-        # the pickled function is one task's result: every worker fetches it once, and Dask recomputes
+        from distributed import as_completed
+
+        # the pickled function is one task's result: each worker fetches it once, and Dask recomputes
         # it from the graph if every worker holding it is gone
-        function = client.submit(_identity, payload, key=f"crisp-{desc}-function-{key}", pure=False)
-        futures = client.map(run_remote, list(todo), payload=function, key=[
-            f"crisp-{desc}-{item.name}-{key}" for item in todo], token=key, out=str(out), digest=digest,
-            cwd=os.getcwd(), pure=False, retries=RETRIES)
-        items = {future.key: item for future, item in zip(futures, todo, strict=True)}
-        bar = tqdm(total=total, initial=total - len(todo), desc=desc, unit=unit, disable=not progress,
-                   mininterval=1.0)
+        function = client.submit(_identity, payload, key=f"crisp-{name}-function-{token}", pure=False)
+        futures = client.map(_task, list(items), payload=function, token=token, runner=runner,
+                             cwd=os.getcwd(), key=[f"crisp-{name}-{item.name}-{token}" for item in items],
+                             pure=False, retries=retries)
+        by_key = {future.key: item for future, item in zip(futures, items, strict=True)}
         try:
             for future in as_completed(futures):
-                item = items[future.key]
                 try:
                     outcome = future.result()
-                except Exception as err:  # noqa: BLE001 - the task failed outright (e.g. its worker died too often)
-                    message = f"{error_message(err)} (the Dask task failed {RETRIES + 1} times)"
-                    write_failed_record(out, item.name, digest, message)
-                    outcome = {"status": "failed", "error": message, "exception": None}
-                bar.update()
-                if outcome["status"] == "done":
-                    result.done.append(item.name)
-                    result.records[item.name] = outcome["result"]
-                    continue
-                result.failed[item.name] = outcome["error"]
-                if not keep_going:
-                    stop = _restore_error(outcome.get("exception"), outcome["error"])
-                    break
-            finished = stop is None
+                except Exception as err:  # noqa: BLE001 - the task itself failed, e.g. its worker died
+                    outcome = {"status": "failed", "lost": True, "error": f"{type(err).__name__}: {err} "
+                               f"(the Dask task failed {retries + 1} times)"}
+                yield by_key[future.key], outcome
         finally:
-            bar.close()
-            client.cancel(futures)
-            client.cancel([function])
-    result.done.sort(key=order.__getitem__)
-    result.failed = dict(sorted(result.failed.items(), key=lambda kv: order[kv[0]]))
-    _remove_worker_temporaries(out, key, everything=finished)
-    if stop is not None:
-        raise stop
-
-
-def _remove_worker_temporaries(out: Path, key: str, everything: bool) -> None:
-    """Remove the workers' temporary folders of batch ``key`` (only the empty ones unless
-    ``everything``: after an abort, tasks of a remote scheduler may still be writing)."""
-    for folder in (out / STATE_DIR / "tmp").glob(f"*-{key}"):
-        if everything:
-            shutil.rmtree(folder, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-    with contextlib.suppress(OSError):
-        (out / STATE_DIR / "tmp").rmdir()
+            client.cancel([*futures, function])
