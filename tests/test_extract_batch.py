@@ -40,11 +40,11 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_particles(tmp_path):
     mics, picks, _ = _project(tmp_path)
     args = ["extract", str(mics), str(picks), "--box", "64", "--bin", "2", "--threshold", "0.2"]
     reference, out = tmp_path / "reference", tmp_path / "out"
-    assert main([*args, "-o", str(reference)]) == 0
-    seen = run_killed(crisp_argv(*args, "-o", str(out)), out, after=1)
+    assert main([*args, "-o", str(reference), "--project-dir", str(reference)]) == 0
+    seen = run_killed(crisp_argv(*args, "-o", str(out), "--project-dir", str(out)), out, after=1)
     assert 1 <= seen < N_MICS, f"killed after {seen} of {N_MICS} micrographs"
     assert not (out / "particles.star").exists()  # written after the batch
-    assert main([*args, "-o", str(out)]) == 0
+    assert main([*args, "-o", str(out), "--project-dir", str(out)]) == 0
     expected = output_data(reference)
     assert "Particles/m07.mrcs" in expected and "particles.star" in expected
     assert output_data(out) == expected
@@ -61,8 +61,8 @@ def test_other_settings_or_picks_are_refused_then_overwritten(tmp_path, capsys):
     assert main([*args[:-1], "48"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {out}:") and "box_px: 32 -> 48" in err[0]
-    assert main([*args, "--invert"]) == 2
-    assert "invert: False -> True" in capsys.readouterr().err
+    assert main([*args, "--no-invert"]) == 2
+    assert "invert: True -> False" in capsys.readouterr().err
     assert output_data(out) == before  # nothing rewritten
     # other picks: stacks of the earlier picks are not mixed with new ones
     moved = table.assign(**{X: table[X] + 0.75})
@@ -90,9 +90,9 @@ def test_shards_into_one_folder_give_one_particles_star(tmp_path):
     mics, picks, _ = _project(tmp_path, n=5, shape=(256, 256), per_mic=10)
     whole, sharded = tmp_path / "whole", tmp_path / "sharded"
     args = ["extract", str(mics), str(picks), "--box", "32"]
-    assert main([*args, "-o", str(whole)]) == 0
+    assert main([*args, "-o", str(whole), "--project-dir", str(whole)]) == 0
     for shard in ("1/3", "3/3", "2/3"):
-        assert main([*args, "-o", str(sharded), "--shard", shard]) == 0
+        assert main([*args, "-o", str(sharded), "--shard", shard, "--project-dir", str(sharded)]) == 0
     assert set(read_records(sharded)) == {f"m{k:02d}" for k in range(5)}
     assert output_data(sharded) == output_data(whole)
     star = starfile.read(sharded / "particles.star", always_dict=True)["particles"]
@@ -107,7 +107,8 @@ def test_keep_going_skips_an_unreadable_micrograph(tmp_path, capsys):
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) - 4096])
     out = tmp_path / "particles"
-    assert main(["extract", str(mics), str(picks), "-o", str(out), "--box", "32", "--keep-going"]) == 2
+    assert main(["extract", str(mics), str(picks), "-o", str(out), "--box", "32", "--keep-going",
+                 "--project-dir", str(out)]) == 2
     err = capsys.readouterr().err
     assert "1 of 3 item(s) failed" in err and "m01" in err
     star = starfile.read(out / "particles.star", always_dict=True)["particles"]

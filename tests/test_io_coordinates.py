@@ -220,11 +220,11 @@ def test_autopick_layout_round_trip(tmp_path):
     table = starfile.read(index)
     assert table["rlnMicrographName"].tolist() == mics
     assert table["rlnMicrographCoordinates"].tolist() == [
-        str(tmp_path / "AutoPick" / f"mic_00{i}_autopick.star") for i in (1, 2, 3)]
-    one = starfile.read(tmp_path / "AutoPick" / "mic_001_autopick.star")
+        str(tmp_path / "AutoPick" / "Movies" / f"mic_00{i}_autopick.star") for i in (1, 2, 3)]
+    one = starfile.read(tmp_path / "AutoPick" / "Movies" / "mic_001_autopick.star")
     assert list(one.columns) == ["rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit",
                                  "rlnAnglePsi"]
-    assert len(starfile.read(tmp_path / "AutoPick" / "mic_003_autopick.star")) == 0  # no picks there
+    assert len(starfile.read(tmp_path / "AutoPick" / "Movies" / "mic_003_autopick.star")) == 0  # no picks
     expected = picks.assign(rlnMicrographName=picks["rlnMicrographName"].map(
         lambda n: f"MotionCorr/job002/Movies/{n}.mrc"))
     for back in (read_autopick(index), read_coordinates(index)):

@@ -25,7 +25,7 @@ def blob_micrograph(centres, shape=SHAPE, sigma=2.5):
     return img
 
 
-INSIDE = [(40.0, 30.0), (150.3, 100.0), (260.0, 170.4), (100.0, 60.0)]
+INSIDE = [(40.0, 30.0), (150.3, 100.0), (260.0, 170.4), (100.7, 60.6)]  # fractions below and above 0.5
 # boxes of 32 px that leave the 300 x 200 micrograph: near the left, top, right and bottom edges
 OUTSIDE = [(10.0, 100.0), (150.0, 12.0), (290.0, 100.0), (200.0, 190.0)]
 
@@ -56,7 +56,7 @@ def centroid(image):
 
 def test_images_centred_on_picks_and_edges_skipped(micrograph_dir, tmp_path):
     out = tmp_path / "particles"
-    result = extract_particles(micrograph_dir, picks_table(), out, BOX, progress=False)
+    result = extract_particles(micrograph_dir, picks_table(), out, BOX, invert=False, progress=False)
     assert result.n_outside == len(OUTSIDE)
     assert result.n_particles == len(INSIDE) + 1
     assert result.per_micrograph == {"m1": len(INSIDE), "m2": 1}
@@ -67,18 +67,19 @@ def test_images_centred_on_picks_and_edges_skipped(micrograph_dir, tmp_path):
     assert stack.shape == (len(INSIDE), BOX, BOX)
     for k, (x, y) in enumerate(INSIDE):
         cx, cy = centroid(stack[k])
-        # the pick is at pixel (BOX//2, BOX//2) up to the rounding of the pick to a pixel
-        assert cx == pytest.approx(BOX // 2 + x - np.floor(x + 0.5), abs=0.05)
-        assert cy == pytest.approx(BOX // 2 + y - np.floor(y + 0.5), abs=0.05)
-        assert abs(cx - BOX // 2) <= 0.5 and abs(cy - BOX // 2) <= 0.5
+        # the pick is at pixel (BOX//2, BOX//2) up to the truncation of the pick to a pixel (RELION's)
+        assert cx == pytest.approx(BOX // 2 + x - np.trunc(x), abs=0.05)
+        assert cy == pytest.approx(BOX // 2 + y - np.trunc(y), abs=0.05)
+        assert 0 <= cx - BOX // 2 < 1.05 and 0 <= cy - BOX // 2 < 1.05
     # binned by 2 (Fourier crop): pixel k of the box becomes pixel k / 2, so the centre stays centred
-    extract_particles(micrograph_dir, picks_table(), tmp_path / "binned", BOX, bin_factor=2, progress=False)
+    extract_particles(micrograph_dir, picks_table(), tmp_path / "binned", BOX, bin_factor=2, invert=False,
+                      progress=False)
     binned = mrcfile.read(tmp_path / "binned" / "Particles" / "m1.mrcs")
     assert binned.shape == (len(INSIDE), BOX // 2, BOX // 2)
     for k, (x, y) in enumerate(INSIDE):
         cx, cy = centroid(binned[k])
-        assert cx == pytest.approx((BOX // 2 + x - np.floor(x + 0.5)) / 2, abs=0.1)
-        assert cy == pytest.approx((BOX // 2 + y - np.floor(y + 0.5)) / 2, abs=0.1)
+        assert cx == pytest.approx((BOX // 2 + x - np.trunc(x)) / 2, abs=0.1)
+        assert cy == pytest.approx((BOX // 2 + y - np.trunc(y)) / 2, abs=0.1)
 
 
 def test_star_file_reads_back(micrograph_dir, tmp_path):
@@ -117,8 +118,8 @@ def test_normalisation_and_inversion(micrograph_dir, tmp_path):
     picks = picks[picks[M] == "m1.mrc"]
     plain = tmp_path / "plain"
     inverted = tmp_path / "inverted"
-    extract_particles(micrograph_dir, picks, plain, BOX, progress=False)
-    extract_particles(micrograph_dir, picks, inverted, BOX, invert=True, progress=False)
+    extract_particles(micrograph_dir, picks, plain, BOX, invert=False, progress=False)
+    extract_particles(micrograph_dir, picks, inverted, BOX, progress=False)  # inverted by default
     stack = mrcfile.read(plain / "Particles" / "m1.mrcs")
     bg = stack[:, background_mask(BOX, 0.75 * BOX / 2)]
     assert np.allclose(bg.mean(axis=1), 0, atol=1e-5)

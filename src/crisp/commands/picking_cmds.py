@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from crisp.commands.common import SCHEDULER, WORKERS, execution
 from crisp.errors import CrispError
 
 
@@ -116,6 +117,8 @@ def register(app: typer.Typer) -> None:
                                         "(failures are listed at the end, exit 2)."),
         shard: str = typer.Option(None, "--shard", help="I/N: pick only the I-th of N shares of the maps "
                                   "(shards may run at the same time into one OUTPUT)."),
+        workers: int | None = WORKERS,
+        scheduler: str | None = SCHEDULER,
     ) -> None:
         """Pick particles in probability maps with a tuned picker."""
         from crisp.config import check_number, check_output
@@ -132,9 +135,10 @@ def register(app: typer.Typer) -> None:
             config = config.model_copy(update={"border_fraction": border_fraction})
         from crisp.batch import parse_shard
 
-        result = pick_files(prob_maps, output, config, threshold=threshold, formats=formats.split(","),
-                            micrographs=micrographs, box_size_px=box_size, overwrite=overwrite,
-                            keep_going=keep_going, shard=parse_shard(shard))
+        with execution(workers, scheduler):
+            result = pick_files(prob_maps, output, config, threshold=threshold, formats=formats.split(","),
+                                micrographs=micrographs, box_size_px=box_size, overwrite=overwrite,
+                                keep_going=keep_going, shard=parse_shard(shard))
         typer.echo(f"{result.n_picks} picks on {len(result.per_micrograph)} micrograph(s) "
                    f"({result.skipped_existing} done before) with {config.finder}; index {result.index_path}")
         if threshold is None and config.threshold is not None:
@@ -149,7 +153,9 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(..., "-o", "--output", help="Folder for particles.star and Particles/."),
         box: int = typer.Option(256, "--box", help="Box size in pixels of the micrograph (even)."),
         bin_factor: int = typer.Option(1, "--bin", help="Binning of the extracted images (Fourier crop)."),
-        invert: bool = typer.Option(False, "--invert", help="Invert the contrast (white particles)."),
+        invert: bool = typer.Option(True, "--invert/--no-invert", help="Invert the contrast: white "
+                                    "particles, as RELION 3D needs (RELION's --invert_contrast; default). "
+                                    "--no-invert keeps the micrographs' contrast."),
         threshold: float = typer.Option(None, "--threshold", help="Keep picks scoring at least this "
                                         "(default: PICKS_DIR/picker.yaml's threshold if present, else all)."),
         pixel_size: float = typer.Option(None, "--pixel-size", help="Å per pixel (default: MRC header)."),
@@ -162,8 +168,17 @@ def register(app: typer.Typer) -> None:
                                         "(failures are listed at the end, exit 2)."),
         shard: str = typer.Option(None, "--shard", help="I/N: extract only the I-th of N shares of the "
                                   "micrographs (shards may run at the same time into one OUTPUT)."),
+        workers: int | None = WORKERS,
+        scheduler: str | None = SCHEDULER,
+        project_dir: Path = typer.Option(Path("."), "--project-dir", help="The folder RELION runs in "
+                                         "(its project folder): rlnImageName and rlnMicrographName are "
+                                         "written relative to it. Default: the working folder."),
     ) -> None:
-        """Extract particle images into .mrcs stacks with a RELION 3.1+ particles.star."""
+        """Extract particle images into .mrcs stacks with a RELION 3.1+ particles.star.
+
+        Boxes are cut and normalised exactly as RELION 3.1's extraction with --norm --no_ramp
+        (and --invert_contrast unless --no-invert); boxes leaving the micrograph are skipped.
+        """
         from crisp.config import check_number, check_output
         from crisp.io.stacks import extract_particles
 
@@ -186,11 +201,12 @@ def register(app: typer.Typer) -> None:
         from crisp.batch import parse_shard
 
         shard_spec = parse_shard(shard)
-        result = extract_particles(micrographs, table, output, box, bin_factor=bin_factor, invert=invert,
-                                   threshold=threshold, pixel_size=pixel_size, voltage=voltage, cs=cs,
-                                   amplitude_contrast=amplitude_contrast, overwrite=overwrite,
-                                   keep_going=keep_going, shard=shard_spec,
-                                   input_dirs=[picks] if picks.is_dir() else [])
+        with execution(workers, scheduler):
+            result = extract_particles(micrographs, table, output, box, bin_factor=bin_factor, invert=invert,
+                                       threshold=threshold, pixel_size=pixel_size, voltage=voltage, cs=cs,
+                                       amplitude_contrast=amplitude_contrast, overwrite=overwrite,
+                                       keep_going=keep_going, shard=shard_spec,
+                                       input_dirs=[picks] if picks.is_dir() else [], project_dir=project_dir)
         typer.echo(f"{result.n_particles} particles from {len(result.per_micrograph)} micrograph(s) -> "
                    f"{result.star_path}; skipped: {result.n_outside} boxes leaving the micrograph, "
                    f"{result.n_below_threshold} below the threshold, {result.n_unmatched_picks} picks "

@@ -6,23 +6,34 @@ Layout written under ``OUT``::
     OUT/Particles/NAME.mrcs      float32 stack, pixel size (Å) of the extracted images in the header
     OUT/crisp-batch.json         the batch manifest (settings); OUT/.crisp-batch/ per-micrograph records
 
-Box convention (as RELION's extraction): a pick at ``(x, y)`` (x = column, y = row, pixels of the
-original micrograph) is rounded to the nearest pixel ``(xi, yi)``, and image ``k`` of the stack is
+Box convention (exactly RELION 3.1's ``relion_preprocess --extract``, checked against it in
+``tests/test_relion.py``): a pick at ``(x, y)`` (x = column, y = row, pixels of the original
+micrograph) is truncated to whole pixels ``xi = (long int) x``, ``yi = (long int) y`` (towards zero,
+not rounded: a pick at 100.7 is cut around pixel 100), and image ``k`` of the stack is
 ``micrograph[yi - box//2 : yi - box//2 + box, xi - box//2 : xi - box//2 + box]``, so the pick lies
-at pixel ``(box//2, box//2)`` of its image. Picks whose box leaves the micrograph are skipped and
-counted. Image ``k`` (1-based) of ``NAME.mrcs`` is the ``k``-th kept pick of that micrograph in
-table order; ``rlnImageName`` = ``00000k@Particles/NAME.mrcs``, relative to the STAR file's folder.
+at pixel ``(box//2, box//2)`` of its image up to the truncated fraction. Image ``k`` (1-based) of
+``NAME.mrcs`` is the ``k``-th kept pick of that micrograph in table order.
+
+Edge policy: picks whose box leaves the micrograph are skipped and counted
+(``ExtractionResult.n_outside``). RELION differs here: it also extracts boxes that leave the
+micrograph partly (filling the missing pixels with the nearest edge pixel) and skips only boxes
+entirely outside it, so RELION gives the same images as CRISP for every pick CRISP keeps, plus one
+edge-padded image per pick within ``box / 2`` of an edge.
 
 Each image is optionally binned by Fourier cropping (box / bin pixels), then normalised as RELION
-does: zero mean and unit standard deviation of the background, the pixels farther than
-``bg_radius_px`` (default 0.75 * box / 2, RELION's default) from the centre, and optionally
-contrast-inverted (after normalisation, so the background stays at mean 0, std 1).
+does with ``--norm --no_ramp``: zero mean and unit standard deviation of the background, the pixels
+farther than ``bg_radius_px`` (default 0.75 * box / 2, RELION's default) from the centre (no plane
+is fitted and subtracted first, which RELION does unless ``--no_ramp``), then contrast-inverted by
+default (RELION's ``--invert_contrast``: white particles, as RELION's 3D work needs; after
+normalisation, so the background stays at mean 0, std 1). With the same box, ``--bg_radius``,
+``--invert_contrast`` and ``--no_ramp``, RELION 3.1's images equal CRISP's to float precision.
 
-Import: RELION resolves ``rlnImageName`` relative to its project folder, so run RELION jobs from
-``OUT`` (or import ``OUT/particles.star`` with ``OUT`` as the project folder); cryoSPARC's Import
-Particle Stack takes ``OUT/particles.star`` as the particle meta path and ``OUT/Particles`` as the
-particle data path, and links particles to imported exposures through ``rlnMicrographName`` (the
-micrograph path as given here).
+Paths: RELION resolves ``rlnImageName`` and ``rlnMicrographName`` relative to the folder it runs
+in (its project folder). Both are written relative to ``project_dir`` (``crisp extract
+--project-dir``, default the working folder; :func:`extract_particles` defaults to ``OUT``), with
+``..`` where a file lies outside it, so running RELION in ``project_dir`` finds both the stacks and
+the micrographs. cryoSPARC's Import Particle Stack takes ``OUT/particles.star`` as the particle meta
+path and the folder the image names are relative to as the particle data path.
 
 Extraction runs on the batch engine (:mod:`crisp.batch`, verb ``extract``; manifest
 ``OUT/crisp-batch.json``, records in ``OUT/.crisp-batch/``): one item per micrograph, its output
@@ -89,9 +100,25 @@ class ExtractionResult:
 
 
 def box_corners(x: np.ndarray, y: np.ndarray, box_px: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-left corner (column, row) of each box: pick rounded half up, minus ``box_px // 2``."""
-    xi = np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
-    yi = np.floor(np.asarray(y, dtype=np.float64) + 0.5).astype(np.int64)
+    """Top-left corner (column, row) of each box, as RELION 3.1's extraction places it.
+
+    RELION casts each coordinate to an integer (``(long int) x``: truncation towards zero), then
+    subtracts half the box: ``x0 = trunc(x) - box_px // 2``, ``y0 = trunc(y) - box_px // 2``.
+
+    Parameters
+    ----------
+    x, y
+        Pick positions (column, row) in pixels of the micrograph.
+    box_px
+        Box side in pixels.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(x0, y0)``, int64 pixels.
+    """
+    xi = np.trunc(np.asarray(x, dtype=np.float64)).astype(np.int64)
+    yi = np.trunc(np.asarray(y, dtype=np.float64)).astype(np.int64)
     return xi - box_px // 2, yi - box_px // 2
 
 
@@ -193,7 +220,7 @@ def extraction_settings(box_px: int, bin_factor: int, *, invert: bool, threshold
     """
     out_px = box_px // bin_factor
     return {"box_px": box_px, "bin_factor": bin_factor, "out_px": out_px,
-            "normalisation": "relion-background", "invert": bool(invert),
+            "normalisation": "relion-background", "corners": "relion-truncate", "invert": bool(invert),
             "bg_radius_px": 0.75 * out_px / 2 if bg_radius_px is None else float(bg_radius_px),
             "threshold": threshold, "pixel_size": pixel_size, "voltage": float(voltage), "cs": float(cs),
             "amplitude_contrast": float(amplitude_contrast), "picks": _picks_digest(picks)}
@@ -212,12 +239,13 @@ class _Plan:
 
 def extract_particles(micrographs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
                       picks: pd.DataFrame, out_dir: str | os.PathLike[str], box_px: int, *,
-                      bin_factor: int = 1, invert: bool = False, threshold: float | None = None,
+                      bin_factor: int = 1, invert: bool = True, threshold: float | None = None,
                       pixel_size: float | None = None, voltage: float = 300.0, cs: float = 2.7,
                       amplitude_contrast: float = 0.1, bg_radius_px: float | None = None,
                       progress: bool = True, overwrite: bool = False, keep_going: bool = False,
                       shard: tuple[int, int] | None = None,
-                      input_dirs: Iterable[str | os.PathLike[str]] = ()) -> ExtractionResult:
+                      input_dirs: Iterable[str | os.PathLike[str]] = (),
+                      project_dir: str | os.PathLike[str] | None = None) -> ExtractionResult:
     """Extract particle images into per-micrograph ``.mrcs`` stacks and write ``particles.star``.
 
     Runs on the batch engine (:func:`crisp.batch.run_batch`, verb ``extract``): one item per
@@ -243,7 +271,8 @@ def extract_particles(micrographs: Iterable[str | os.PathLike[str]] | str | os.P
         Integer binning by Fourier cropping; the extracted images are ``box_px / bin_factor`` pixels
         (must be an even integer) of ``pixel_size * bin_factor`` Å.
     invert
-        Multiply by -1 after normalisation (RELION expects white particles on black).
+        Multiply by -1 after normalisation (default; RELION's ``--invert_contrast``: white
+        particles on black, as RELION's 3D work expects). ``False`` keeps the micrograph's contrast.
     threshold
         Keep only picks with ``rlnAutopickFigureOfMerit >= threshold``.
     pixel_size
@@ -263,6 +292,9 @@ def extract_particles(micrographs: Iterable[str | os.PathLike[str]] | str | os.P
         ``(I, N)``: extract only the I-th of N shares of the micrographs.
     input_dirs
         Further folders the inputs came from (e.g. the picks' folder); ``out_dir`` may not be one.
+    project_dir
+        The folder RELION will run in: ``rlnImageName`` and ``rlnMicrographName`` are written
+        relative to it (with ``..`` where needed). Default: ``out_dir`` itself.
 
     Returns
     -------
@@ -356,7 +388,8 @@ def extract_particles(micrographs: Iterable[str | os.PathLike[str]] | str | os.P
     result.per_micrograph = {stem: int(batch.records[stem]["n_particles"]) for stem in batch.names
                              if stem in batch.records}
     done = read_records(out)
-    rows = [_particle_rows(stem, plans[stem]) for stem in plans
+    base = Path(project_dir) if project_dir is not None else out
+    rows = [_particle_rows(stem, plans[stem], out, base) for stem in plans
             if done.get(stem, {}).get("status") == "done" and (out / STACK_DIR / f"{stem}.mrcs").is_file()]
     if rows:
         particles = pd.concat(rows, ignore_index=True)
@@ -374,13 +407,21 @@ def extract_particles(micrographs: Iterable[str | os.PathLike[str]] | str | os.P
     return result
 
 
-def _particle_rows(stem: str, plan: _Plan) -> pd.DataFrame:
-    """The ``data_particles`` rows of one micrograph's stack (image k = k-th kept pick)."""
+def project_path(path: str | os.PathLike[str], project_dir: str | os.PathLike[str]) -> str:
+    """``path`` as RELION run in ``project_dir`` finds it: relative to it (``..`` where needed), in
+    POSIX form."""
+    rel = os.path.relpath(Path(path).absolute(), Path(project_dir).absolute())
+    return Path(rel).as_posix()
+
+
+def _particle_rows(stem: str, plan: _Plan, out: Path, project_dir: Path) -> pd.DataFrame:
+    """The ``data_particles`` rows of one micrograph's stack (image k = k-th kept pick); both paths
+    relative to ``project_dir``."""
     table = plan.table
-    stack_rel = f"{STACK_DIR}/{stem}.mrcs"
+    stack_rel = project_path(out / STACK_DIR / f"{stem}.mrcs", project_dir)
     part = pd.DataFrame({
         "rlnImageName": [f"{k:06d}@{stack_rel}" for k in range(1, len(table) + 1)],
-        NAME: str(plan.path),
+        NAME: project_path(plan.path, project_dir),
         X: table[X].to_numpy(dtype=np.float64),
         Y: table[Y].to_numpy(dtype=np.float64),
     })
@@ -399,3 +440,95 @@ def write_particles_star(path: str | os.PathLike[str], optics: pd.DataFrame, par
     with atomic_path(path) as tmp:
         starfile.write({"optics": optics, "particles": particles}, tmp)
     return path
+
+
+MAP_DTYPES = ("float32", "uint8", "float16")
+UINT8_MAP_SCALE = 127
+"""A probability ``p`` is stored as ``round(p * 127)`` in ``uint8`` maps (MRC mode 0, which readers
+take as signed or unsigned bytes alike for 0-127)."""
+
+
+def write_probability_map(path: str | os.PathLike[str], prob: np.ndarray, dtype: str = "float32",
+                          pixel_size: float | None = None) -> Path:
+    """Write a foreground-probability map in a storage type its reader can take, atomically.
+
+    Parameters
+    ----------
+    path
+        Destination ``.mrc``.
+    prob
+        Probabilities in [0, 1], shape (ny, nx).
+    dtype
+        ``float32`` (MRC mode 2, 4 bytes per pixel: read by every RELION and MRC reader);
+        ``uint8`` (MRC mode 0, 1 byte per pixel: ``round(p * 127)``, so divide by
+        :data:`UINT8_MAP_SCALE` to get probabilities back); ``float16`` (MRC mode 12, 2 bytes per
+        pixel: CRISP's own maps, read by RELION 4+ but not by RELION 3.1).
+    pixel_size
+        Å per pixel for the header.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    CrispError
+        Unknown ``dtype``, or values outside [0, 1] (not a probability map).
+    """
+    key = str(dtype).lower()
+    if key not in MAP_DTYPES:
+        raise CrispError(f"unknown map storage type '{dtype}' (choose from {', '.join(MAP_DTYPES)})", path)
+    prob = np.asarray(prob, dtype=np.float32)
+    if not np.isfinite(prob).all() or (prob.size and (prob.min() < 0 or prob.max() > 1)):
+        raise CrispError("probability map values must be finite and within [0, 1] (is this a micrograph?)",
+                         path)
+    if key == "uint8":
+        data = np.rint(prob * UINT8_MAP_SCALE).astype(np.int8)
+        return write_mrc(path, data, pixel_size=pixel_size, dtype=np.int8)
+    return write_mrc(path, prob, pixel_size=pixel_size, dtype=np.dtype(key))
+
+
+def convert_probability_maps(inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+                             out_dir: str | os.PathLike[str], dtype: str = "float32") -> list[Path]:
+    """Rewrite probability maps (e.g. ``crisp segment``'s float16 maps) in another storage type.
+
+    Parameters
+    ----------
+    inputs
+        A folder of ``*.mrc`` maps, one map, or a list of maps.
+    out_dir
+        Output folder (not the input folder): ``out_dir/NAME.mrc`` per map, pixel size kept.
+    dtype
+        See :func:`write_probability_map`.
+
+    Returns
+    -------
+    list of Path
+        The maps written.
+
+    Raises
+    ------
+    CrispError
+        No maps, a missing map, ``out_dir`` the maps' folder, values outside [0, 1].
+    """
+    from crisp.io.micrographs import read_micrograph
+
+    if isinstance(inputs, (str, os.PathLike)) and Path(inputs).is_dir():
+        folder = Path(inputs)
+        paths = sorted(p for p in folder.glob("*.mrc") if not p.name.startswith("."))
+        if not paths:
+            raise CrispError("no probability maps (*.mrc) in the folder", folder)
+    else:
+        paths = [Path(inputs)] if isinstance(inputs, (str, os.PathLike)) else [Path(p) for p in inputs]
+    out = Path(out_dir)
+    for path in paths:
+        if not path.is_file():
+            raise CrispError("file not found", path)
+        if (out / path.name).absolute() == path.absolute() or (
+                out.exists() and (out / path.name).resolve() == path.resolve()):
+            raise CrispError("the output folder is the maps' folder; give another one", out)
+    written = []
+    for path in paths:
+        image = read_micrograph(path)
+        written.append(write_probability_map(out / path.name, image.data, dtype, pixel_size=image.pixel_size))
+    return written

@@ -3,6 +3,10 @@
 Layout written under ``PICKS_DIR``::
 
     PICKS_DIR/NAME_autopick.star   one table per micrograph: rlnCoordinateX/Y, rlnAutopickFigureOfMerit
+                                   (micrographs of a RELION project, e.g. MotionCorr/job002/Movies/NAME.mrc:
+                                   PICKS_DIR/Movies/NAME_autopick.star, RELION's AutoPick layout, where
+                                   relion_preprocess --coord_dir PICKS_DIR/ --coord_suffix _autopick.star
+                                   finds them)
     PICKS_DIR/autopick.star        index (data_coordinate_files): rlnMicrographName, rlnMicrographCoordinates
     PICKS_DIR/picker.yaml          the picker used (finder, parameters, recommended threshold)
     PICKS_DIR/box/NAME.box         optional EMAN boxes; topaz/NAME.txt (Topaz); cryoppp/NAME.csv (CryoPPP)
@@ -88,19 +92,24 @@ def read_map(path: str | os.PathLike[str]):
     return data
 
 
-def _micrograph_names(maps: list[Path], micrographs: str | os.PathLike[str] | None) -> dict[str, str]:
-    """Stem -> rlnMicrographName: the matching micrograph file, or the map's file name."""
+def _micrograph_names(maps: list[Path], micrographs) -> dict[str, str]:
+    """Stem -> rlnMicrographName: the matching micrograph file (from a folder or a list of files),
+    or the map's file name."""
     from crisp.io.coordinates import micrograph_stem
 
     if micrographs is None:
         return {micrograph_stem(p): p.name for p in maps}
     from crisp.io.micrographs import IMAGE_SUFFIXES, MRC_SUFFIXES
 
-    folder = Path(micrographs)
-    if not folder.is_dir():
-        raise CrispError("not a folder of micrographs", folder)
-    files = {micrograph_stem(p): p for p in sorted(folder.iterdir())
-             if p.is_file() and p.suffix.lower() in MRC_SUFFIXES + IMAGE_SUFFIXES}
+    if isinstance(micrographs, (str, os.PathLike)):
+        folder = Path(micrographs)
+        if not folder.is_dir():
+            raise CrispError("not a folder of micrographs", folder)
+        files = {micrograph_stem(p): p for p in sorted(folder.iterdir())
+                 if p.is_file() and p.suffix.lower() in MRC_SUFFIXES + IMAGE_SUFFIXES}
+    else:  # a list of micrograph files (e.g. a RELION micrographs STAR's rlnMicrographName)
+        files = {micrograph_stem(p): Path(p) for p in micrographs}
+        folder = Path(next(iter(files.values()), Path("."))).parent
     missing = [p.name for p in maps if micrograph_stem(p) not in files]
     if missing:
         raise CrispError(f"no micrograph for {len(missing)} probability map(s): {', '.join(missing[:5])}",
@@ -148,22 +157,26 @@ def pick_settings(picker: PickerConfig, *, threshold: float | None, formats: Ite
     return settings
 
 
-def _outputs(stem: str, formats: set[str]) -> tuple[str, ...]:
-    """An item's files, relative to ``PICKS_DIR``: the STAR file, then the other formats."""
+def _outputs(stem: str, name: str, formats: set[str]) -> tuple[str, ...]:
+    """An item's files, relative to ``PICKS_DIR``: the STAR file (RELION's layout for micrographs
+    of a RELION project, :func:`crisp.io.coordinates.coordinate_file_name`), then the other formats."""
+    from crisp.io.coordinates import coordinate_file_name
+
     others = [f"{FORMAT_FOLDERS[f][0]}/{stem}{FORMAT_FOLDERS[f][1]}" for f in sorted(formats - {"star"})]
-    return (f"{stem}{STAR_SUFFIX}", *others)
+    return (coordinate_file_name(name, STAR_SUFFIX), *others)
 
 
 def _write_picks(picks: pd.DataFrame, stem: str, name: str, staging: Staging, formats: set[str],
                  box: float, diameter: float) -> None:
     """Write one micrograph's picks in every format from the same table (no format is derived
     from another's rounded text)."""
-    from crisp.io.coordinates import write_autopick, write_coordinates
+    from crisp.io.coordinates import coordinate_file_name, write_autopick, write_coordinates
 
-    star = staging.path(f"{stem}{STAR_SUFFIX}")
+    relative = coordinate_file_name(name, STAR_SUFFIX)
+    star = staging.path(relative)
     scratch = star.parent / "star"  # write_autopick's own per-micrograph layout, then just that file
     write_autopick(picks, scratch, micrograph_paths=[name])
-    os.replace(scratch / f"{stem}{STAR_SUFFIX}", star)
+    os.replace(scratch / relative, star)
     for fmt in sorted(formats - {"star"}):
         folder, suffix = FORMAT_FOLDERS[fmt]
         write_coordinates(picks, staging.path(f"{folder}/{stem}{suffix}"), fmt,
@@ -174,24 +187,29 @@ def write_index(out_dir: str | os.PathLike[str]) -> Path:
     """Write ``PICKS_DIR/autopick.star`` from the batch records of every micrograph done in the folder.
 
     Shards of one work list run into one folder therefore give one index of all their micrographs.
-    The coordinate paths are ``out_dir/NAME_autopick.star`` exactly as ``out_dir`` was given (a
-    relative ``out_dir`` given from a RELION project folder gives project-relative paths).
+    The coordinate paths are ``out_dir/NAME_autopick.star`` (or RELION's layout, see
+    :func:`_outputs`) exactly as ``out_dir`` was given (a relative ``out_dir`` given from a RELION
+    project folder gives project-relative paths).
     """
-    from crisp.io.coordinates import COORDS_FILE, write_star
+    from crisp.io.coordinates import COORDS_FILE, coordinate_file_name, write_star
 
     out = Path(out_dir)
     rows = []
-    for stem, record in sorted(read_records(out).items()):
-        if record.get("status") != "done" or not (out / f"{stem}{STAR_SUFFIX}").is_file():
+    for _stem, record in sorted(read_records(out).items()):
+        name = record.get("result", {}).get("micrograph")
+        if record.get("status") != "done" or name is None:
             continue
-        rows.append({NAME: record["result"]["micrograph"], COORDS_FILE: str(out / f"{stem}{STAR_SUFFIX}")})
+        target = out / coordinate_file_name(name, STAR_SUFFIX)
+        if target.is_file():
+            rows.append({NAME: name, COORDS_FILE: str(target)})
     index = pd.DataFrame(rows, columns=[NAME, COORDS_FILE])
     return write_star({"coordinate_files": index}, out / INDEX_NAME)
 
 
 def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                out_dir: str | os.PathLike[str], picker: PickerConfig, *, threshold: float | None = None,
-               formats: Iterable[str] = ("star",), micrographs: str | os.PathLike[str] | None = None,
+               formats: Iterable[str] = ("star",),
+               micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
                box_size_px: float | None = None, progress: bool = True, overwrite: bool = False,
                keep_going: bool = False, shard: tuple[int, int] | None = None,
                input_dirs: Iterable[str | os.PathLike[str]] = ()) -> PickResult:
@@ -217,8 +235,9 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
     formats
         Any of ``star`` (always written), ``box``, ``txt`` (Topaz), ``csv`` (CryoPPP).
     micrographs
-        Folder of the micrographs: their paths become ``rlnMicrographName`` and map sizes are
-        checked against them. Default: the map's file name.
+        Folder of the micrographs, or a list of micrograph files: their paths become
+        ``rlnMicrographName`` (and decide the coordinate files' layout) and map sizes are checked
+        against them. Default: the map's file name.
     box_size_px
         Box size of ``.box`` files (default: the particle diameter); CryoPPP ``.csv`` files get the
         particle diameter.
@@ -266,7 +285,7 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
     for path in maps:
         stem = micrograph_stem(path)
         inputs = (path,) if micrographs is None else (path, Path(names[stem]))
-        items.append(Item(stem, inputs=inputs, outputs=_outputs(stem, formats), data=path))
+        items.append(Item(stem, inputs=inputs, outputs=_outputs(stem, names[stem], formats), data=path))
 
     def pick_one(item: Item, staging: Staging) -> dict:
         path, stem = item.data, item.name
@@ -284,6 +303,8 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
 
     folders = [*input_dirs, *(p for p in (prob_maps, micrographs)
                               if isinstance(p, (str, os.PathLike)) and Path(p).is_dir())]
+    if micrographs is not None and not isinstance(micrographs, (str, os.PathLike)):
+        folders += sorted({str(Path(names[micrograph_stem(p)]).parent) for p in maps})
     out = Path(out_dir)
     batch = run_batch("pick", items, pick_one, out, settings, overwrite=overwrite, keep_going=keep_going,
                       progress=progress, shard=shard, input_dirs=folders)

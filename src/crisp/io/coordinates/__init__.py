@@ -83,6 +83,7 @@ from crisp.io.coordinates.registry import (
 from crisp.io.coordinates.star import (
     RELION_STAR_VERSION,
     STAR_VERSIONS,
+    coordinate_file_name,
     optics_table,
     read_autopick,
     read_star_tables,
@@ -93,7 +94,8 @@ from crisp.io.coordinates.star import (
 __all__ = [
     "COORDINATE_SUFFIXES", "COORDS_FILE", "DIAMETER", "FOM", "FORMATS", "FORMAT_ALIASES", "FORMAT_SUFFIXES",
     "NAME", "OPTICS_GROUP", "OPTICS_GROUP_NAME", "RELION_STAR_VERSION", "STAR_VERSIONS", "WRITE_FORMATS", "X",
-    "Y", "CoordinateFormat", "CoordinateMatch", "convert_coordinates", "flip_y", "get_format",
+    "Y", "CoordinateFormat", "CoordinateMatch", "convert_coordinates", "coordinate_file_name", "flip_y",
+    "get_format",
     "group_by_micrograph", "list_coordinate_files", "match_coordinates", "micrograph_stem", "optics_table",
     "read_autopick", "read_coordinates", "read_star_tables", "resolve_format", "scale_coordinates",
     "sniff_format", "write_autopick", "write_coordinates", "write_star",
@@ -337,7 +339,8 @@ def convert_coordinates(inputs: str | os.PathLike[str] | Iterable[str | os.PathL
     if kind == "star":
         index = write_autopick(picks, out, micrograph_paths=None if lookup is None else
                                [lookup[s] for s in groups])
-        return [index, *sorted(out / f"{stem}_autopick.star" for stem in groups)]
+        named = [lookup[stem] if lookup is not None else str(g[NAME].iloc[0]) for stem, g in groups.items()]
+        return [index, *sorted(out / coordinate_file_name(name) for name in named)]
     extension = FORMATS[kind].suffixes[0]
     return [write_coordinates(group, out / f"{stem}{extension}", kind, box_size=box_size)
             for stem, group in groups.items()]

@@ -10,8 +10,9 @@ gives a 3.1+ file with the same optics block instead of a 3.0 table with optics 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ from crisp.io.coordinates._common import (
     finish,
     group_by_micrograph,
     micrograph_lookup,
+    micrograph_stem,
 )
 
 RELION_STAR_VERSION = 30001
@@ -222,6 +224,45 @@ def write(df: pd.DataFrame, path: Path, *, optics=None, star_version: str | None
 # ----------------------------------------------------------------------------------------------
 # autopick.star indexes
 # ----------------------------------------------------------------------------------------------
+_JOB_FOLDER = re.compile(r"^job\d+$")
+
+
+def relion_subpath(micrograph: str | os.PathLike[str]) -> PurePosixPath | None:
+    """The part of a micrograph path below its RELION job folder, or None outside a RELION project.
+
+    RELION finds a micrograph's coordinate file as ``coord_dir`` + this part without its extension
+    + ``coord_suffix`` (``MotionCorr/job002/Movies/x.mrc`` -> ``Movies/x``), and its AutoPick job
+    writes its files there.
+
+    Examples
+    --------
+    >>> str(relion_subpath("MotionCorr/job002/Movies/x.mrc"))
+    'Movies/x.mrc'
+    >>> relion_subpath("mics/x.mrc") is None
+    True
+    """
+    parts = PurePosixPath(str(micrograph).replace("\\", "/")).parts
+    for i, part in enumerate(parts[:-1]):
+        if _JOB_FOLDER.match(part):
+            return PurePosixPath(*parts[i + 1:])
+    return None
+
+
+def coordinate_file_name(micrograph: str | os.PathLike[str], suffix: str = "_autopick.star") -> str:
+    """Where a micrograph's coordinate file goes inside a picks folder (a POSIX relative path).
+
+    Micrographs of a RELION project (a path with a ``jobNNN`` folder) get RELION's AutoPick layout,
+    mirroring their folders below the job folder (``MotionCorr/job002/Movies/x.mrc`` ->
+    ``Movies/x_autopick.star``), which is where ``relion_preprocess --extract --coord_dir PICKS/
+    --coord_suffix _autopick.star`` looks; other micrographs a flat ``<stem><suffix>``
+    (:func:`micrograph_stem`).
+    """
+    sub = relion_subpath(micrograph)
+    if sub is None:
+        return f"{micrograph_stem(micrograph)}{suffix}"
+    return str(sub.with_suffix("")) + suffix if sub.suffix else str(sub) + suffix
+
+
 def resolve_listed(entry: str, index: Path) -> Path:
     """A path listed in an index STAR file: absolute, or relative to the index's folder, one of its
     ancestors (RELION lists paths relative to the project folder), or the working folder."""
@@ -312,7 +353,9 @@ def write_autopick(df: pd.DataFrame, out_dir: str | os.PathLike[str], *, suffix:
                    micrograph_paths: Iterable[str | os.PathLike[str]] | None = None) -> Path:
     """Write picks in RELION 4/5's AutoPick layout: one STAR per micrograph plus an index.
 
-    Each micrograph's picks go to ``out_dir/<stem><suffix>`` (one table ``data_`` with
+    Each micrograph's picks go to ``out_dir/<stem><suffix>``, or for micrographs of a RELION project
+    to RELION's AutoPick layout ``out_dir/<folders below jobNNN>/<name><suffix>``
+    (:func:`coordinate_file_name`), each one table ``data_`` with
     ``rlnCoordinateX``, ``rlnCoordinateY``, ``rlnAutopickFigureOfMerit`` (-999 where unknown, as RELION
     writes for manual picks) and any other ``rln`` column). The index ``out_dir/autopick.star``
     (table ``data_coordinate_files``) lists ``rlnMicrographName`` and ``rlnMicrographCoordinates``;
@@ -361,7 +404,7 @@ def write_autopick(df: pd.DataFrame, out_dir: str | os.PathLike[str], *, suffix:
             table = picks.assign(**({} if FOM in picks.columns else {FOM: -999.0}))
             table = table[[c for c in columns if c in table.columns]].reset_index(drop=True)
         table.attrs = {}
-        target = out / f"{stem}{suffix}"
+        target = out / coordinate_file_name(names[stem], suffix)
         write_star(table, target)
         index_rows.append({NAME: names[stem], COORDS_FILE: str(target)})
     index = pd.DataFrame(index_rows, columns=[NAME, COORDS_FILE])
