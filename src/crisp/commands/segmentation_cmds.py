@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from crisp.commands.common import SCHEDULER, WORKERS, execution
 from crisp.errors import CrispError
 
 
@@ -112,6 +113,8 @@ def register(app: typer.Typer) -> None:
                                         "with the others (exit 2 at the end)."),
         shard: str = typer.Option(None, "--shard", help="I/N: segment only the I-th of N shares of the "
                                   "micrographs (shards may run at once into one OUTPUT)."),
+        workers: int | None = WORKERS,
+        scheduler: str | None = SCHEDULER,
         batch_size: int = typer.Option(8, "--batch-size", help="Patches per network call."),
         tta: bool = typer.Option(None, "--tta/--no-tta", help="Average the 8 flips and rotations of "
                                  "every patch (8x the time; default: the run's tta setting)."),
@@ -129,9 +132,10 @@ def register(app: typer.Typer) -> None:
         check_output(output, "folder")
 
         runs = [run_dir, *(ensemble or [])]
-        written = segment_files(runs, micrographs, output, overwrite=overwrite, batch_size=batch_size,
-                                pixel_size=pixel_size, tta=tta, progress=not no_progress,
-                                keep_going=keep_going, shard=parse_shard(shard))
+        with execution(workers, scheduler):
+            written = segment_files(runs, micrographs, output, overwrite=overwrite, batch_size=batch_size,
+                                    pixel_size=pixel_size, tta=tta, progress=not no_progress,
+                                    keep_going=keep_going, shard=parse_shard(shard))
         typer.echo(f"{len(written)} probability maps in {output}")
 
     @app.command("evaluate")
