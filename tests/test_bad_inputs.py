@@ -267,15 +267,11 @@ def _cases() -> list[Case]:
     @add("train", "`--encoder` unknown", "no-such-encoder")
     def _(i): return ["train", _s(i.dataset()), "-o", _s(i.root / "r"), "--encoder", "no-such-encoder"]
 
-    @add("train", "`--encoder-weights` not a checkpoint", "ROOT/w.pt",
-         xfail="issue 14 item 8 (bad --encoder-weights): torch's UserWarning about the pickle protocol is "
-         "printed before the error line, whose reason is only '(error)'")
+    @add("train", "`--encoder-weights` not a checkpoint", "ROOT/w.pt")
     def _(i): return ["train", _s(i.dataset()), "-o", _s(i.root / "r"), "--encoder-weights",
                       _s(i.file("w.pt", b"\x80\x04junk"))]
 
-    @add("train", "`-o` names an existing file", "ROOT/a_file.txt",
-         xfail="issue 14 item 8 (output path that is a file): train_cmd/crisp.train do not check -o and "
-         "die with a FileExistsError traceback")
+    @add("train", "`-o` names an existing file", "ROOT/a_file.txt")
     def _(i): return ["train", _s(i.dataset()), "-o", _s(i.file())]
 
     @add("train", "`--resume` in a folder without a run", "ROOT/r")

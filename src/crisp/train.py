@@ -175,10 +175,12 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from crisp.config import check_output
     from crisp.patches import PatchDataset, load_samples
     from crisp.training.callbacks import EpochLines, EpochTable
     from crisp.training.module import SegmentationModule
 
+    check_output(out_dir)
     run = Run(out_dir)
     last_ckpt = run.checkpoint_path(LAST)
     if resume:

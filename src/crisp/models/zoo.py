@@ -239,6 +239,7 @@ def safe_torch_load(path: str | os.PathLike[str], what: str = "checkpoint") -> A
         Missing, empty, unsafe or unreadable file.
     """
     import pickle
+    import warnings
 
     import torch
 
@@ -248,14 +249,17 @@ def safe_torch_load(path: str | os.PathLike[str], what: str = "checkpoint") -> A
     if path.stat().st_size == 0:
         raise CrispError(f"empty {what} (0 bytes; an interrupted copy?)", path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "global" in str(err).lower():
             raise CrispError(f"not a plain-tensor {what}: it holds pickled Python objects, which are not "
                              "loaded because unpickling them could run code", path) from None
         raise CrispError(f"not a readable PyTorch {what} (not a torch.save file)", path) from None
-    except Exception as err:  # noqa: BLE001 - truncated, foreign or unreadable files alike
-        raise CrispError(f"not a readable PyTorch {what} ({type(err).__name__})", path) from None
+    except Exception:  # noqa: BLE001 - truncated, foreign or unreadable files alike
+        raise CrispError(f"not a readable PyTorch {what} (truncated, or not made by torch.save)",
+                         path) from None
 
 
 def load_encoder_weights(model, path: str | os.PathLike[str]) -> dict[str, list[str]]:
