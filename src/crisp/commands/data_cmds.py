@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from crisp.commands.common import SCHEDULER, WORKERS, execution
 from crisp.errors import CrispError
 
 _NUMBER = r"([-+]?[0-9.]+(?:[eE][-+]?\d+)?)"
@@ -103,6 +104,8 @@ def register(app: typer.Typer) -> None:
                                         "when one fails (exit 2 at the end, listing the failures)."),
         shard: str | None = typer.Option(None, "--shard", help="I/N: make only the I-th of N shares of "
                                          "the micrographs (e.g. one cluster job each)."),
+        workers: int | None = WORKERS,
+        scheduler: str | None = SCHEDULER,
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Simulate micrographs with pixel-level labels and true coordinates (a dataset folder).
@@ -145,8 +148,9 @@ def register(app: typer.Typer) -> None:
         }
         values.update({k: v for k, v in options.items() if v is not None})
         cfg = make_config(preset, **values)
-        names = simulate_dataset(out, cfg, progress=not quiet, preview=preview, overwrite=overwrite,
-                                 keep_going=keep_going, shard=shard_spec)
+        with execution(workers, scheduler):
+            names = simulate_dataset(out, cfg, progress=not quiet, preview=preview, overwrite=overwrite,
+                                     keep_going=keep_going, shard=shard_spec)
         typer.echo(f"{len(names)} micrographs in {out} ({cfg.width_px} x {cfg.height_px} px, "
                    f"{cfg.pixel_size} Å/px, seed {cfg.seed})")
 
@@ -170,6 +174,8 @@ def register(app: typer.Typer) -> None:
                                         "with the others (exit 2 at the end)."),
         shard: str | None = typer.Option(None, "--shard", help="I/N: only the I-th of N shares of the "
                                          "micrographs (shards may run at once into one OUT)."),
+        workers: int | None = WORKERS,
+        scheduler: str | None = SCHEDULER,
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     ) -> None:
         """Bin (Fourier crop), low-pass and normalise micrographs."""
@@ -185,8 +191,9 @@ def register(app: typer.Typer) -> None:
         cfg = validate_config(PreprocessConfig, {"bin": bin_factor, "normalize": normalize,
                                                  "lowpass_A": lowpass_A, "pixel_size": pixel_size,
                                                  "seed": seed})
-        written = preprocess_files(inputs, out, cfg, coords_dir=coords, progress=not quiet,
-                                   overwrite=overwrite, keep_going=keep_going, shard=parse_shard(shard))
+        with execution(workers, scheduler):
+            written = preprocess_files(inputs, out, cfg, coords_dir=coords, progress=not quiet,
+                                       overwrite=overwrite, keep_going=keep_going, shard=parse_shard(shard))
         typer.echo(f"{len(written)} micrographs in {out}")
 
     @app.command("split")

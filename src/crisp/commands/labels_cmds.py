@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from crisp.commands.common import SCHEDULER, WORKERS, execution
+
 
 def _projection_threshold(value: str | None) -> float | str | None:
     from crisp.errors import CrispError
@@ -121,6 +123,8 @@ def register(app: typer.Typer) -> None:
                                         "one fails (exit 2 at the end, listing the failures)."),
         shard: str = typer.Option(None, "--shard", help="I/N: label only the I-th of N shares of the "
                                   "micrographs (e.g. one cluster job each)."),
+        workers: int | None = WORKERS,
+        scheduler: str | None = SCHEDULER,
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
         """Make training labels from real data (see LABELS_HELP)."""
@@ -140,9 +144,10 @@ def register(app: typer.Typer) -> None:
             "disk_fraction": disk_fraction, "qc_count": qc_count,
             "projection_threshold": _projection_threshold(projection_threshold),
         }, "command line")
-        run = make_labels(micrographs, output, config, coordinates=coords or None, particles=particles,
-                          mask3d=mask3d, progress=progress, echo=typer.echo, overwrite=overwrite,
-                          keep_going=keep_going, shard=shard_spec)
+        with execution(workers, scheduler):
+            run = make_labels(micrographs, output, config, coordinates=coords or None, particles=particles,
+                              mask3d=mask3d, progress=progress, echo=typer.echo, overwrite=overwrite,
+                              keep_going=keep_going, shard=shard_spec)
         n_particles = sum(s["n_used"] for s in run.micrographs.values())
         typer.echo(f"{len(run.made)} micrographs labelled, {len(run.skipped)} already done "
                    f"({n_particles} particles) in {run.seconds:.1f} s -> {run.out_dir}")
