@@ -6,9 +6,10 @@ the outputs with a smooth weight window.
 
 :func:`segment_files` applies a trained run (:mod:`crisp.run`) to micrograph files, as one batch
 (:func:`crisp.batch.run_batch`, one item per micrograph): each is binned and normalised as in
-training, its foreground probability (softmax class 1 of the refined output) is predicted,
+training, its foreground probability (softmax class 1 of the refined output) is predicted
+(:class:`crisp.inference.Predictor`: one forward when it fits the memory budget, else tiles),
 resampled to the original pixel grid and written as a float16 MRC. The output folder records the
-settings that decide the maps (each run's identity, ``tta``, ``overlap``, ``pixel_size``), so a
+settings that decide the maps (each run's identity, ``tta``, ``overlap``, ``pixel_size``, tiling), so a
 rerun skips what is done and refuses other settings (another or a retrained run) unless ``overwrite``.
 """
 
@@ -25,7 +26,7 @@ from crisp.errors import CrispError
 from crisp.tiling import _starts, blend_window, predict_probabilities  # noqa: F401 - re-exported
 
 __all__ = ["blend_window", "foreground_fn", "input_binning", "load_run", "predict_probabilities",
-           "run_identity", "segment_files", "segment_settings", "upsample_to"]
+           "run_identity", "segment_files", "segment_settings", "tiling_setting", "upsample_to"]
 
 
 def upsample_to(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -139,28 +140,49 @@ def run_identity(run_dir: str | os.PathLike[str]) -> dict:
             "checkpoint_sha256": digest(run.checkpoint_path(BEST))}
 
 
+def tiling_setting(max_tile_px: int | None) -> str:
+    """How the network covers a micrograph, as recorded in a batch's settings (the maps depend on it)."""
+    if max_tile_px is None:
+        return "whole image within the memory budget"
+    return f"tiles of at most {max_tile_px} px"
+
+
 def segment_settings(run_dirs: Sequence[str | os.PathLike[str]], *, pixel_size: float | None = None,
-                     overlap: int | None = None, tta: bool | None = None) -> dict:
+                     overlap: int | None = None, tta: bool | None = None,
+                     max_tile_px: int | None = None) -> dict:
     """The settings that decide ``crisp segment``'s maps (recorded in the output folder's manifest).
 
     Each run's :func:`run_identity` (in order; several runs are an ensemble), ``tta`` and ``overlap``
-    as given (None: the run's own setting, which its config digest covers) and the ``pixel_size``
-    override. The batch size does not change the maps and is left out.
+    as given (None: the run's own setting, which its config digest covers), the ``pixel_size``
+    override and the tiling (:func:`tiling_setting`: whole-image maps differ slightly from tiled
+    ones). The batch size and thread count do not change the maps and are left out.
     """
     return {"runs": [run_identity(r) for r in run_dirs], "tta": tta, "overlap": overlap,
-            "pixel_size": pixel_size}
+            "pixel_size": pixel_size, "tiling": tiling_setting(max_tile_px)}
 
 
-class _Segmenter:
-    """The function of one ``segment`` item; loads the run(s) once, at the first item it computes."""
+class NetworkItems:
+    """Base of the per-micrograph functions that run networks (``segment``, ``segment-and-pick``).
+
+    Picklable (for worker processes): the networks are loaded once per process, at the first item
+    it computes, and are never pickled. ``threads`` (None: torch's default) is set in that process
+    when the networks are loaded.
+    """
 
     def __init__(self, run_dirs: list, *, pixel_size: float | None, overlap: int | None, tta: bool | None,
-                 batch_size: int) -> None:
-        self.run_dirs, self.pixel_size, self.overlap, self.tta = run_dirs, pixel_size, overlap, tta
-        self.batch_size = batch_size
+                 batch_size: int = 8, max_tile_px: int | None = None, threads: int | None = None,
+                 memory_budget: int | None = None) -> None:
+        self.run_dirs, self.pixel_size, self.overlap, self.tta = list(run_dirs), pixel_size, overlap, tta
+        self.batch_size, self.max_tile_px, self.threads = batch_size, max_tile_px, threads
+        self.memory_budget = memory_budget
         self._loaded: dict[int, tuple] = {}
         self._models: list[tuple] | None = None
         self._error: CrispError | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_loaded"], state["_models"] = {}, None
+        return state
 
     def preload(self, index: int) -> None:
         """Load run ``index`` now (its errors come before the output folder is touched)."""
@@ -168,6 +190,7 @@ class _Segmenter:
             self._loaded[index] = load_run(self.run_dirs[index])
 
     def models(self) -> list[tuple]:
+        """``(config, predictor)`` per run (:class:`crisp.inference.Predictor`), loaded once."""
         if self._error is not None:  # a run that failed to load fails every item at once (--keep-going)
             raise self._error
         try:
@@ -178,38 +201,50 @@ class _Segmenter:
 
     def _load_models(self) -> list[tuple]:
         if self._models is None:
+            import torch
+
+            from crisp.inference import Predictor
+
+            if self.threads is not None:
+                torch.set_num_threads(int(self.threads))
             device = _device()
             models = []
             for index in range(len(self.run_dirs)):
                 self.preload(index)
                 config, network = self._loaded[index]
-                network.to(device)
-                model_fn = foreground_fn(network, device, tta=config.tta if self.tta is None else self.tta)
-                overlap = config.val_overlap_px if self.overlap is None else self.overlap
-                models.append((config, model_fn, overlap))
+                predictor = Predictor(network, patch_px=config.patch_px,
+                                      overlap=config.val_overlap_px if self.overlap is None else self.overlap,
+                                      device=device, tta=config.tta if self.tta is None else self.tta,
+                                      max_tile_px=self.max_tile_px, memory_budget=self.memory_budget,
+                                      batch_size=self.batch_size)
+                models.append((config, predictor))
             self._models = models
         return self._models
 
-    def __call__(self, item, staging) -> dict:
-        import torch
-
-        from crisp.io.micrographs import read_micrograph, write_mrc
+    def network_input(self, config, mic, path) -> np.ndarray:
+        """The micrograph binned and normalised as the run's network saw its training data."""
         from crisp.patches import prepare_image
+
+        if mic.pixel_size is None and config.pixel_size is not None:
+            warnings.warn(f"{path}: no pixel size (give --pixel-size); binned by the run's factor "
+                          f"{config.bin}, which assumes {config.pixel_size:g} Å/px as in training",
+                          stacklevel=2)
+        return prepare_image(mic.data, input_binning(config, mic.pixel_size), config.normalize)
+
+
+class _Segmenter(NetworkItems):
+    """The function of one ``segment`` item: the mean of the runs' maps at the original size."""
+
+    def __call__(self, item, staging) -> dict:
+        from crisp.io.micrographs import read_micrograph, write_mrc
 
         (path,) = item.inputs
         models = self.models()
         mic = read_micrograph(path, pixel_size=self.pixel_size)
         total = np.zeros(mic.shape, np.float32)
-        with torch.no_grad():
-            for config, model_fn, model_overlap in models:
-                if mic.pixel_size is None and config.pixel_size is not None:
-                    warnings.warn(f"{path}: no pixel size (give --pixel-size); binned by the run's factor "
-                                  f"{config.bin}, which assumes {config.pixel_size:g} Å/px as in training",
-                                  stacklevel=2)
-                image = prepare_image(mic.data, input_binning(config, mic.pixel_size), config.normalize)
-                prob = predict_probabilities(model_fn, image, config.patch_px, model_overlap,
-                                             self.batch_size)[1]
-                total += np.clip(upsample_to(prob, mic.shape), 0.0, 1.0)
+        for config, predictor in models:
+            prob = predictor.foreground(self.network_input(config, mic, path))
+            total += np.clip(upsample_to(prob, mic.shape), 0.0, 1.0)
         write_mrc(staging.path(item.outputs[0]), total / len(models), pixel_size=mic.pixel_size,
                   dtype=np.float16)
         return {"shape": list(mic.shape), "pixel_size": mic.pixel_size}
@@ -220,7 +255,8 @@ def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[s
                   out_dir: str | os.PathLike[str], *, overwrite: bool = False, batch_size: int = 8,
                   pixel_size: float | None = None, overlap: int | None = None,
                   tta: bool | None = None, progress: bool = True, keep_going: bool = False,
-                  shard: tuple[int, int] | None = None) -> list[Path]:
+                  shard: tuple[int, int] | None = None, max_tile_px: int | None = None,
+                  threads: int | None = None) -> list[Path]:
     """Write a foreground-probability map ``out_dir/NAME.mrc`` (float16) for every micrograph.
 
     ``run_dir`` is one training run or several (an ensemble): with several, the map is the mean
@@ -229,8 +265,9 @@ def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[s
 
     Each micrograph is resampled to the network's input pixel size (:func:`input_binning`: the
     run's binning, adjusted when the micrograph's pixel size differs from the training
-    micrographs'), normalised as in training, predicted by tiles on that grid, and resampled back to
-    its original size, so the map aligns pixel for pixel with the input. The pixel size of the input
+    micrographs'), normalised as in training, predicted on that grid (in one forward when it fits the
+    memory budget, else by tiles: :class:`crisp.inference.Predictor`), and resampled back to its
+    original size, so the map aligns pixel for pixel with the input. The pixel size of the input
     (or ``pixel_size``) goes into the header. A micrograph without a pixel size (JPG, PNG, TIFF, or
     an MRC header of 0) is binned by the run's factor alone, with a warning when the run knows its
     pixel size. ``tta`` averages the 8 flips and rotations of every patch (:func:`foreground_fn`;
@@ -262,6 +299,11 @@ def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[s
         Tile overlap in binned pixels (None: the run's ``val_overlap_px``).
     tta
         Test-time augmentation (None: the run's setting).
+    max_tile_px
+        Largest side of one forward in binned pixels (None: the whole image when it fits half the
+        available memory); the run's ``patch_px`` gives the tiling of training's validation.
+    threads
+        torch CPU threads (None: torch's default); does not change the maps.
 
     Returns
     -------
@@ -285,8 +327,12 @@ def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     single = isinstance(micrograph_paths, (str, os.PathLike))
     sources = [micrograph_paths] if single else list(micrograph_paths)
     paths = list_micrographs(sources)
-    settings = segment_settings(run_dirs, pixel_size=pixel_size, overlap=overlap, tta=tta)
-    segmenter = _Segmenter(run_dirs, pixel_size=pixel_size, overlap=overlap, tta=tta, batch_size=batch_size)
+    if max_tile_px is not None and max_tile_px < 1:
+        raise CrispError(f"--max-tile-px must be positive (got {max_tile_px})")
+    settings = segment_settings(run_dirs, pixel_size=pixel_size, overlap=overlap, tta=tta,
+                                max_tile_px=max_tile_px)
+    segmenter = _Segmenter(run_dirs, pixel_size=pixel_size, overlap=overlap, tta=tta, batch_size=batch_size,
+                           max_tile_px=max_tile_px, threads=threads)
     for index, identity in enumerate(settings["runs"]):
         if identity["config_sha256"] is None or identity["checkpoint_sha256"] is None:
             segmenter.preload(index)  # not a complete run: its error before the output folder is touched

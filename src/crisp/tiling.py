@@ -3,9 +3,10 @@
 :func:`predict_probabilities` cuts an image (one or several channels) into overlapping patches, runs a
 model on batches of them and blends the outputs with a smooth weight window (a separable squared
 sine, largest at the patch centre, small but strictly positive at the patch edges), divided by the
-summed weights. The image is first padded by reflection (half the overlap on every side, and up to
-one patch for small images), so every pixel is covered with full weight normalisation and the
-image's own border is not attenuated; the result is cropped back to the input size.
+summed weights (float32 throughout). The image is first padded by reflection (half the overlap on
+every side, and up to one patch for small images), so every pixel is covered with full weight
+normalisation and the image's own border is not attenuated; the result is cropped back to the input
+size.
 
 The network (:mod:`crisp.predict`) and the CRF refinement of whole maps
 (:func:`crisp.models.crf.refine_probabilities`) both tile through this function. It depends on
@@ -52,7 +53,7 @@ def predict_probabilities(model_fn: Callable, image: np.ndarray, patch: int, ove
     ----------
     model_fn
         Maps a float32 torch tensor ``[B, C_in, P, P]`` to ``[B, C, P, P]`` (tensor or array), e.g.
-        class probabilities. Called under ``torch.no_grad()``.
+        class probabilities. Called under ``torch.inference_mode()``.
     image
         ``[H, W]`` (then ``C_in = 1``) or ``[C_in, H, W]``, any size (also smaller than a patch).
     patch
@@ -95,24 +96,25 @@ def predict_probabilities(model_fn: Callable, image: np.ndarray, patch: int, ove
     _, ny, nx = padded.shape
     stride = patch - overlap
     corners = [(y, x) for y in _starts(ny, patch_y, stride) for x in _starts(nx, patch_x, stride)]
-    window = blend_window((patch_y, patch_x))
-    weight_sum = np.zeros((ny, nx), np.float64)
+    window = blend_window((patch_y, patch_x)).astype(np.float32)
+    weight_sum = np.zeros((ny, nx), np.float32)
     for y, x in corners:
         weight_sum[y:y + patch_y, x:x + patch_x] += window
     accumulated = None
-    with torch.no_grad():
+    with torch.inference_mode():
         for first in range(0, len(corners), batch_size):
             chunk = corners[first:first + batch_size]
             batch = np.stack([padded[:, y:y + patch_y, x:x + patch_x] for y, x in chunk])
             out = model_fn(torch.from_numpy(np.ascontiguousarray(batch)))
             if isinstance(out, torch.Tensor):
                 out = out.detach().float().cpu().numpy()
-            out = np.asarray(out, dtype=np.float64)
+            out = np.asarray(out, dtype=np.float32)
             if out.ndim != 4 or out.shape[0] != len(chunk) or out.shape[2:] != (patch_y, patch_x):
                 raise CrispError(f"model output of shape {out.shape} for an input of {batch.shape}")
             if accumulated is None:
-                accumulated = np.zeros((out.shape[1], ny, nx), np.float64)
+                accumulated = np.zeros((out.shape[1], ny, nx), np.float32)
+            out = out * window  # one batched multiply (not in place: out may be the caller's array)
             for (y, x), tile in zip(chunk, out, strict=True):
-                accumulated[:, y:y + patch_y, x:x + patch_x] += tile * window
-    result = accumulated / weight_sum
-    return result[:, margin:margin + height, margin:margin + width].astype(np.float32)
+                accumulated[:, y:y + patch_y, x:x + patch_x] += tile
+    result = accumulated[:, margin:margin + height, margin:margin + width]
+    return result / weight_sum[margin:margin + height, margin:margin + width]

@@ -1,0 +1,240 @@
+"""The network applied to a whole binned micrograph: one forward when it fits, large tiles when not.
+
+The networks are fully convolutional, so a binned micrograph (1024² for a 4096² micrograph at bin
+4) goes through the network in one forward: the image is padded by reflection up to a multiple of
+the encoder's output stride (plus an optional reflected ``margin`` on every side), run once, and
+cropped. Only an image whose forward would need more memory than the budget is cut into tiles, as
+large as the budget allows, and blended by the one tiler (:func:`crisp.tiling.predict_probabilities`,
+squared-sine windows). ``max_tile_px=patch_px`` reproduces the tiling of training's validation
+(tiles of the training patch size with the run's overlap) exactly.
+
+The forward runs under ``torch.inference_mode`` in channels-last memory format (on this machine's
+CPU 1.4-1.5x faster for the ``cpu`` preset's U-Net ResNet-18; see benchmarks/README.md), and
+returns the foreground probability only: ``sigmoid(l1 - l0)``, which equals the softmax's class 1 for
+two classes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from crisp.errors import CrispError
+
+#: fraction of the memory available at start that one forward may use by default
+MEMORY_FRACTION = 0.5
+
+
+def default_threads() -> int:
+    """CPU cores this process may use (``os.sched_getaffinity``; ``os.cpu_count`` where there is none)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def available_memory_bytes(device=None) -> int:
+    """Memory free for a forward: the GPU's free memory for a CUDA device, else the host's
+    ``MemAvailable`` (``/proc/meminfo``; total physical memory where that is missing)."""
+    import torch
+
+    if device is not None and torch.device(device).type == "cuda":
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def memory_budget_bytes(device=None, fraction: float = MEMORY_FRACTION) -> int:
+    """Default memory budget of one forward: ``fraction`` of :func:`available_memory_bytes`."""
+    return int(fraction * available_memory_bytes(device))
+
+
+def output_stride(network) -> int:
+    """The factor the input's sides must be divisible by (the encoder's output stride; 1 if unknown)."""
+    cnn = getattr(network, "cnn", network)
+    encoder = getattr(cnn, "encoder", None)
+    stride = getattr(encoder, "output_stride", None)
+    return int(stride) if stride else 1
+
+
+def activation_bytes_per_px(network, stride: int, device=None) -> float:
+    """Bytes of every module output of one forward per input pixel (an upper bound of the peak).
+
+    Measured once with forward hooks on a ``4 stride`` square input: the sum of the sizes of all
+    leaf modules' outputs, divided by the input's pixels. Under ``inference_mode`` most of these
+    are freed as the forward goes on, so the real peak is lower (about 0.3-0.5 of this figure for
+    the presets' U-Nets); the bound keeps the default budget safe for any architecture.
+    """
+    import torch
+
+    side = max(4 * stride, 64)
+    total = [0]
+
+    def hook(module, args, out):
+        outs = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out]
+        for t in outs:
+            if isinstance(t, torch.Tensor):
+                total[0] += t.numel() * t.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in network.modules() if not list(m.children())]
+    try:
+        param = next(network.parameters(), None)
+        dev = param.device if param is not None else device
+        with torch.inference_mode():
+            network(torch.zeros(1, 1, side, side, device=dev))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0] / float(side * side)
+
+
+class Predictor:
+    """Foreground probability of binned, normalised micrographs from one network.
+
+    Parameters
+    ----------
+    network
+        A :class:`crisp.models.network.SegmentationNetwork` (or any module returning ``{"refined":
+        [B, 2, H, W]}`` logits) in eval mode.
+    patch_px, overlap
+        The run's training patch size and tile overlap (pixels of the network's grid); used when
+        tiling (tiles are never smaller than ``patch_px``).
+    device
+        torch device (default: the network's).
+    tta
+        Average the 8 flips and rotations (8x the time).
+    max_tile_px
+        Largest side of one forward (pixels of the network's grid). None: from ``memory_budget``.
+    memory_budget
+        Bytes one forward may use (default: :func:`memory_budget_bytes`); ignored with ``max_tile_px``.
+    margin
+        Reflected pixels added on every side before a whole-image forward (0: only the padding up
+        to a multiple of the stride, at the bottom and right).
+    channels_last
+        Run in channels-last memory format (default: True).
+    batch_size
+        Tiles per forward when tiling with tiles of the patch size.
+    """
+
+    def __init__(self, network, *, patch_px: int, overlap: int, device=None, tta: bool = False,
+                 max_tile_px: int | None = None, memory_budget: int | None = None, margin: int = 0,
+                 channels_last: bool = True, batch_size: int = 8) -> None:
+        import torch
+
+        if max_tile_px is not None and max_tile_px < 1:
+            raise CrispError(f"--max-tile-px must be positive (got {max_tile_px})")
+        if not 0 <= overlap < patch_px:
+            raise CrispError(f"overlap must be in [0, patch) (got overlap {overlap}, patch {patch_px})")
+        param = next(network.parameters(), None)
+        self.device = torch.device(device) if device is not None else (
+            param.device if param is not None else torch.device("cpu"))
+        self.network = network.to(self.device).eval()
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last)
+        self.patch_px, self.overlap, self.tta = int(patch_px), int(overlap), bool(tta)
+        self.margin, self.batch_size = int(margin), int(batch_size)
+        self.stride = output_stride(network)
+        self.max_tile_px = max_tile_px
+        self._budget = memory_budget
+        self._bytes_per_px: float | None = None
+
+    # ------------------------------------------------------------------------------------ planning
+    def bytes_per_px(self) -> float:
+        """:func:`activation_bytes_per_px` of the network (measured once; TTA runs its 8 views one
+        after the other, so it does not add)."""
+        if self._bytes_per_px is None:
+            self._bytes_per_px = activation_bytes_per_px(self.network, self.stride, self.device)
+        return self._bytes_per_px
+
+    def budget(self) -> int:
+        """Bytes one forward may use."""
+        if self._budget is None:
+            self._budget = memory_budget_bytes(self.device)
+        return int(self._budget)
+
+    def _round_up(self, n: int) -> int:
+        return -(-n // self.stride) * self.stride
+
+    def padded_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """The shape of a whole-image forward of an image of ``shape``."""
+        return tuple(self._round_up(int(n) + 2 * self.margin) for n in shape)  # type: ignore[return-value]
+
+    def tile_px(self, shape: tuple[int, int]) -> int | None:
+        """None when the image of ``shape`` goes through in one forward, else the tile side."""
+        py, px = self.padded_shape(shape)
+        if self.max_tile_px is not None:
+            if max(py, px) <= self.max_tile_px:
+                return None
+            side = self.max_tile_px
+        else:
+            per_px = self.bytes_per_px()
+            if py * px * per_px <= self.budget():
+                return None
+            side = int(math.sqrt(self.budget() / per_px))
+        side = max(self.patch_px, side // self.stride * self.stride)
+        return side
+
+    # ----------------------------------------------------------------------------------- computing
+    def _forward(self, batch):
+        """Foreground probability ``[B, 1, H, W]`` of a ``[B, 1, H, W]`` float32 tensor."""
+        import torch
+
+        batch = batch.to(self.device, non_blocking=True)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+
+        def foreground(x):
+            refined = self.network(x)["refined"].float()
+            return torch.sigmoid(refined[:, 1:2] - refined[:, 0:1])
+
+        if not self.tta:
+            return foreground(batch)
+        total = None
+        for turns in range(4):
+            for flip in (False, True):
+                view = torch.rot90(batch, turns, dims=(2, 3))
+                view = torch.flip(view, dims=(3,)) if flip else view
+                out = foreground(view)
+                out = torch.flip(out, dims=(3,)) if flip else out
+                out = torch.rot90(out, -turns, dims=(2, 3))
+                total = out if total is None else total + out
+        return total / 8.0
+
+    def model_fn(self) -> Callable:
+        """A ``model_fn`` for :func:`crisp.tiling.predict_probabilities` (output ``[B, 1, P, P]``)."""
+        return self._forward
+
+    def foreground(self, image: np.ndarray) -> np.ndarray:
+        """Foreground probability (float32, the shape of ``image``) of a binned, normalised image."""
+        import torch
+
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 2:
+            raise CrispError(f"expected a 2-D image, got shape {image.shape}")
+        tile = self.tile_px(image.shape)
+        with torch.inference_mode():
+            if tile is not None:
+                from crisp.tiling import predict_probabilities
+
+                overlap = min(self.overlap, tile - 1)
+                batch = self.batch_size if tile <= self.patch_px else 1
+                return predict_probabilities(self._forward, image, tile, overlap, batch)[0]
+            height, width = image.shape
+            py, px = self.padded_shape(image.shape)
+            m = self.margin
+            pads = ((m, py - height - m), (m, px - width - m))
+            mode = "reflect" if min(height, width) > 1 else "edge"
+            padded = np.pad(image, pads, mode=mode) if (py, px) != (height, width) else image
+            out = self._forward(torch.from_numpy(np.ascontiguousarray(padded))[None, None])
+            return out[0, 0, m:m + height, m:m + width].float().cpu().numpy().astype(np.float32, copy=False)
