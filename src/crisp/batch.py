@@ -224,8 +224,9 @@ def check_output_folder(out_dir: Path, items: Sequence[Item],
     No verb writes into, or over, its own inputs: the output folder may not be a folder the inputs
     were listed from, nor the folder of any input file.
     """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CrispError("the output path is a file, not a folder", out_dir)
+    from crisp.config import check_output
+
+    check_output(out_dir, "folder")
     resolved = out_dir.resolve()
     for folder in input_dirs:
         if Path(folder).resolve() == resolved:
@@ -239,11 +240,6 @@ def check_output_folder(out_dir: Path, items: Sequence[Item],
         for output in item.outputs:
             if (resolved / output).resolve() in inputs:
                 raise CrispError(f"output {output} would overwrite an input file", out_dir)
-    probe = out_dir
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise CrispError("the output folder cannot be written (no permission)", probe)
 
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
@@ -499,6 +495,9 @@ def _run_remote(out: str, digest: str, item: Item, fn: Callable, token: str) -> 
     """One item on a Dask worker (:func:`crisp.distributed.completed`), in its own temporary folder."""
     from crisp.distributed import portable_error
 
+    record = _is_done(Path(out), item, digest)  # a task Dask redoes because its worker died after it
+    if record is not None:
+        return {"status": "done", "result": record.get("result") or {}}
     result = BatchResult(out_dir=Path(out), verb="", names=[item.name])
     tmp_root = Path(out) / STATE_DIR / "tmp" / f"{socket.gethostname()}--{os.getpid()}-{token}"
     error = _run_item(Path(out), item, fn, tmp_root, digest, result)
