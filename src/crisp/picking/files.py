@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from crisp.batch import Item, Staging, read_records, run_batch
@@ -157,6 +158,50 @@ def pick_settings(picker: PickerConfig, *, threshold: float | None, formats: Ite
     return settings
 
 
+def pick_map(prob: np.ndarray, picker: PickerConfig, diameter_px: float, *,
+             scale: tuple[float, float] = (1.0, 1.0), shape: tuple[int, int] | None = None,
+             threshold: float | None = None) -> pd.DataFrame:
+    """Pick one in-memory probability map; coordinates in pixels of the micrograph.
+
+    Parameters
+    ----------
+    prob
+        Foreground probability ``[row, column]``, on the micrograph's grid or on a coarser one
+        (the network's: Fourier binning puts map pixel ``j`` at micrograph coordinate ``j * scale``).
+    picker
+        Finder, parameters and ``border_fraction``.
+    diameter_px
+        Particle diameter in pixels of the micrograph; the finder gets it in pixels of ``prob``
+        (divided by the geometric mean of ``scale``).
+    scale
+        ``(row, column)`` micrograph pixels per map pixel (``N / M`` per axis; 1 for a full-size map).
+    shape
+        The micrograph's shape (default: the map's); picks closer than ``border_fraction``
+        diameters to its edges are dropped.
+    threshold
+        Drop candidates scoring below it (None: keep all).
+
+    Returns
+    -------
+    DataFrame
+        ``rlnCoordinateX/Y`` (micrograph pixels), ``rlnAutopickFigureOfMerit``, by decreasing score.
+    """
+    from crisp.picking.base import X, Y
+    from crisp.picking.registry import get_finder
+
+    scale_y, scale_x = (float(v) for v in scale)
+    picks = get_finder(picker.finder).function(prob, diameter_px / float(np.sqrt(scale_y * scale_x)),
+                                               picker.finder_params())
+    if (scale_y, scale_x) != (1.0, 1.0):
+        picks[X] = picks[X] * scale_x
+        picks[Y] = picks[Y] * scale_y
+    picks = drop_near_border(picks, tuple(shape) if shape is not None else prob.shape,
+                             picker.border_fraction * diameter_px)
+    if threshold is not None:
+        picks = picks[picks[SCORE] >= threshold].reset_index(drop=True)
+    return picks
+
+
 def _outputs(stem: str, name: str, formats: set[str]) -> tuple[str, ...]:
     """An item's files, relative to ``PICKS_DIR``: the STAR file (RELION's layout for micrographs
     of a RELION project, :func:`crisp.io.coordinates.coordinate_file_name`), then the other formats."""
@@ -278,8 +323,7 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
 
         for path in maps:
             _check_shape(read_micrograph_shape(path), names[micrograph_stem(path)], path)
-    spec_params = picker.finder_params()
-    finder = get_finder(picker.finder)
+    get_finder(picker.finder)  # an unknown finder before anything is written
     settings = pick_settings(picker, threshold=threshold, formats=formats, box_size_px=box_size_px)
     items = []
     for path in maps:
@@ -293,10 +337,7 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
         box = float(box_size_px) if box_size_px is not None else round(diameter)
         prob = read_map(path)
         check_probability_range(prob, path)
-        picks = drop_near_border(finder.function(prob, diameter, spec_params), prob.shape,
-                                 picker.border_fraction * diameter)
-        if threshold is not None:
-            picks = picks[picks[SCORE] >= threshold].reset_index(drop=True)
+        picks = pick_map(prob, picker, diameter, threshold=threshold)
         picks.insert(0, NAME, names[stem])
         _write_picks(picks, stem, names[stem], staging, formats, box, diameter)
         return {"micrograph": names[stem], "n_picks": len(picks)}
