@@ -125,3 +125,17 @@ def test_evaluate_cli_refuses_threshold(tmp_path, capsys, value):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "--threshold" in err[0]
     assert not out.exists()
+
+
+def test_pooled_empty_cases_follow_zero_division_like_per_micrograph():
+    """Nothing predicted, nothing true: precision, recall, IoU, F1 are 1 pooled as per micrograph."""
+    empty = np.zeros((4, 4), np.float32)
+    table, pooled = pixel_metrics({"a": empty, "b": empty}, {"a": empty, "b": empty})
+    for key in ("iou", "precision", "recall", "f1", "accuracy"):
+        assert list(table[key]) == [1.0, 1.0]
+        assert pooled[key] == 1.0, key  # smp's "micro" reduction gave NaN here
+    # nothing predicted, something true: precision 1 by convention, recall and IoU 0
+    truth = empty.copy()
+    truth[0, 0] = 1
+    _, pooled = pixel_metrics({"a": empty}, {"a": truth})
+    assert (pooled["precision"], pooled["recall"], pooled["iou"]) == (1.0, 0.0, 0.0)

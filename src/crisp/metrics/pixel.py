@@ -6,7 +6,8 @@ is every nonzero pixel, never the prediction threshold (smp's ``get_stats(thresh
 threshold the truth too, so the prediction is binarised here and passed to it already binary).
 Per micrograph metrics use that micrograph's pixels; pooled ("micro") metrics sum the true/false
 positives/negatives over all micrographs first, so large micrographs weigh more.
-Empty cases follow smp's ``zero_division=1.0`` convention (e.g. IoU = 1 when both masks are empty).
+Empty cases follow smp's ``zero_division=1.0`` convention (e.g. IoU = 1 when both masks are empty),
+per micrograph and pooled alike (:func:`scores_from_counts`).
 """
 
 from __future__ import annotations
@@ -47,12 +48,26 @@ def _stats(pred: np.ndarray, truth: np.ndarray, threshold: float):
     return smp.metrics.get_stats(output, target, mode="binary", threshold=None)
 
 
-def _scores(tp, fp, fn, tn, reduction):
+def _scores(tp, fp, fn, tn):
+    """Metrics of each row of counts (smp, ``reduction="none"``, ``zero_division=1.0``)."""
     import segmentation_models_pytorch as smp
 
     funcs = {"iou": smp.metrics.iou_score, "precision": smp.metrics.precision,
              "recall": smp.metrics.recall, "accuracy": smp.metrics.accuracy, "f1": smp.metrics.f1_score}
-    return {name: f(tp, fp, fn, tn, reduction=reduction, zero_division=1.0) for name, f in funcs.items()}
+    return {name: f(tp, fp, fn, tn, reduction="none", zero_division=1.0) for name, f in funcs.items()}
+
+
+def scores_from_counts(tp: float, fp: float, fn: float, tn: float) -> dict[str, float]:
+    """IoU, precision, recall, accuracy and F1 of summed pixel counts (computed in float64).
+
+    The pooled metrics of :func:`pixel_metrics` and the validation metrics of training both come
+    from here, with the module's ``zero_division=1.0`` convention (smp's ``"micro"`` reduction
+    ignores ``zero_division`` and gives NaN when, e.g., nothing is predicted).
+    """
+    import torch
+
+    counts = [torch.tensor([[float(v)]], dtype=torch.float64) for v in (tp, fp, fn, tn)]
+    return {key: float(value) for key, value in _scores(*counts).items()}
 
 
 def pixel_metrics(pred_masks: Mapping[str, np.ndarray], true_masks: Mapping[str, np.ndarray],
@@ -93,14 +108,14 @@ def pixel_metrics(pred_masks: Mapping[str, np.ndarray], true_masks: Mapping[str,
                              f"mask's {truth.shape}")
         stats.append(_stats(pred, truth, threshold))
     tp, fp, fn, tn = (torch.cat([s[i] for s in stats]) for i in range(4))
-    per = _scores(tp, fp, fn, tn, reduction="none")
+    per = _scores(tp, fp, fn, tn)
     table = pd.DataFrame({"micrograph": names})
     for key, values in per.items():
         table[key] = values.flatten().double().numpy()
     for key, values in zip(("tp", "fp", "fn", "tn"), (tp, fp, fn, tn), strict=True):
         table[key] = values.flatten().numpy().astype(np.int64)
-    sums = [v.sum().reshape(1, 1) for v in (tp, fp, fn, tn)]
-    pooled = {key: float(value) for key, value in _scores(*sums, reduction="micro").items()}
+    sums = [int(v.sum()) for v in (tp, fp, fn, tn)]
+    pooled = scores_from_counts(*sums)
     pooled["micrographs"] = len(names)
     pooled.update({key: int(v) for key, v in zip(("tp", "fp", "fn", "tn"), sums, strict=True)})
     return table, pooled

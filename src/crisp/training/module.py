@@ -113,12 +113,9 @@ class SegmentationModule(pl.LightningModule):
         if self.trainer.world_size > 1:  # each process validated a share of the micrographs
             totals = self.all_gather(totals).reshape(-1, totals.numel()).sum(0)
         totals = totals.cpu()
-        # crisp evaluate's metrics on the pooled counts, as one "image": reduction "none" applies smp's
-        # zero_division=1.0 (its "micro" reduction leaves NaN, e.g. precision when nothing is predicted)
-        counts = [totals[i].reshape(1, 1) for i in range(4)]
-        scores = pixel._scores(*counts, reduction="none")
+        # crisp evaluate's pooled metrics on the pooled counts
+        scores = pixel.scores_from_counts(*(float(totals[i]) for i in range(4)))
         loss_sum, loss_count = float(totals[4]), float(totals[5])
-        scores = {key: float(value.reshape(())) for key, value in scores.items()}
         values = dict(val_iou=scores["iou"], val_f1=scores["f1"], val_precision=scores["precision"],
                       val_recall=scores["recall"],
                       val_loss=loss_sum / loss_count if loss_count else float("nan"))
