@@ -20,8 +20,10 @@ COMMAND_MODULES = (
     "crisp.commands.data_cmds",
     "crisp.commands.segmentation_cmds",
     "crisp.commands.picking_cmds",
+    "crisp.commands.inference_cmds",
     "crisp.commands.labels_cmds",
     "crisp.commands.workflow_cmds",
+    "crisp.commands.relion_cmds",
 )
 
 app = typer.Typer(

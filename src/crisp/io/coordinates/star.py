@@ -174,6 +174,24 @@ def _optics_frame(optics, path: Path) -> pd.DataFrame:
     return table
 
 
+_PIXEL_SIZE_COLUMNS = ("rlnImagePixelSize", "rlnMicrographPixelSize", "rlnMicrographOriginalPixelSize")
+
+
+def _relion30_pixel_size(particles: pd.DataFrame) -> pd.DataFrame:
+    """Add RELION 3.0's pixel size columns (``rlnMagnification`` 10000, ``rlnDetectorPixelSize`` =
+    pixel size in Å, since 3.0's pixel size is 1e4 * detector pixel (µm) / magnification).
+
+    RELION 3.1+ converts a 3.0 particles table into optics groups from ``rlnVoltage``,
+    ``rlnSphericalAberration`` and these two columns; without them it stops with "not all necessary
+    variables defined in _optics.star file: rlnPixelSize, rlnVoltage and rlnSphericalAberration".
+    """
+    source = next((c for c in _PIXEL_SIZE_COLUMNS if c in particles.columns), None)
+    if source is None or {"rlnMagnification", "rlnDetectorPixelSize"} & set(particles.columns):
+        return particles
+    return particles.assign(rlnMagnification=10000.0,
+                            rlnDetectorPixelSize=particles[source].astype(float))
+
+
 def write(df: pd.DataFrame, path: Path, *, optics=None, star_version: str | None = None, **_) -> None:
     """Write picks as RELION STAR.
 
@@ -202,7 +220,7 @@ def write(df: pd.DataFrame, path: Path, *, optics=None, star_version: str | None
             merged = particles.drop(columns=[c for c in table.columns if c != OPTICS_GROUP
                                              and c in particles.columns])
             particles = _merge_optics(merged, table, path)
-        write_star(particles, path, version=False)
+        write_star(_relion30_pixel_size(particles), path, version=False)
         return
     if optics is None:
         raise CrispError("RELION 3.1 STAR output needs optics values (voltage, Cs, pixel size, ...), and "
