@@ -61,7 +61,7 @@ def _settings_and_results(run_dir: str | os.PathLike[str]) -> tuple[dict[str, An
     results: dict[str, Any] = {}
     if summary_path.is_file():
         results.update(flatten(_read_json(summary_path), "summary."))
-    for path in sorted((run / "evaluation").glob("*.json")):
+    for path in sorted(Run(run).evaluation_dir.glob("*.json")):
         results.update(flatten(_read_json(path), f"{path.stem}."))
     return settings, results
 

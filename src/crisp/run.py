@@ -38,6 +38,8 @@ METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CURVES_FILE = "training_curves.png"
 LOGS_DIR = "logs"
+MAPS_DIR = "probabilities"
+EVALUATION_DIR = "evaluation"
 PICKER_FILE = "picker.yaml"
 #: what marks a folder as holding (part of) a run
 RUN_MARKERS = (CONFIG_FILE, CHECKPOINT_DIR, SUMMARY_FILE, METRICS_FILE, LOGS_DIR)
@@ -115,6 +117,18 @@ class Run:
     def checkpoint_path(self, name: str = BEST) -> Path:
         """``RUN/checkpoints/NAME`` (``best.ckpt`` or ``last.ckpt``); it need not exist."""
         return self.checkpoint_dir / name
+
+    def maps_dir(self, subset: str) -> Path:
+        """``RUN/probabilities/SUBSET``: the run's own probability maps of a dataset subset."""
+        return self.path / MAPS_DIR / subset
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return self.path / EVALUATION_DIR
+
+    def evaluation_path(self, subset: str = "test") -> Path:
+        """``RUN/evaluation/SUBSET.json``: the run's evaluation record of a dataset subset."""
+        return self.evaluation_dir / f"{subset}.json"
 
     @property
     def config(self):

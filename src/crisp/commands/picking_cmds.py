@@ -13,15 +13,15 @@ from crisp.errors import CrispError
 def _validation_maps(source: Path, names: list[str], micrographs: list[Path], subset: str) -> Path:
     """Folder holding NAME.mrc maps for every name: SOURCE itself, a previous segmentation of the
     run's subset, or a fresh one made with crisp.predict.segment_files."""
-    for folder in (source, source / "probabilities" / subset):
+    from crisp.run import Run
+
+    for folder in (source, Run(source).maps_dir(subset)):
         if folder.is_dir() and all((folder / f"{n}.mrc").is_file() for n in names):
             return folder
     if any((source / f"{n}.mrc").is_file() for n in names):
         missing = [n for n in names if not (source / f"{n}.mrc").is_file()]
         raise CrispError(f"probability maps missing for {len(missing)} {subset} micrograph(s): "
                          f"{', '.join(missing[:5])}", source)
-    from crisp.run import Run
-
     if not Run(source).config_path.is_file():
         raise CrispError(f"is neither a folder of probability maps of the dataset's {subset} micrographs "
                          "(NAME.mrc) nor a training run directory (no config.yaml)", source)

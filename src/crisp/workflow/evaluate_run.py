@@ -34,12 +34,13 @@ from crisp.dataset import dataset_diameter_px, read_true_centres, read_true_mask
 from crisp.errors import CrispError
 
 NAME, X, Y, SCORE = "rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit"
-EVALUATION_DIR = "evaluation"
 
 
 def evaluation_path(run_dir: str | os.PathLike[str], subset: str = "test") -> Path:
-    """``RUN/evaluation/<subset>.json``."""
-    return Path(run_dir) / EVALUATION_DIR / f"{subset}.json"
+    """``RUN/evaluation/<subset>.json`` (:meth:`crisp.run.Run.evaluation_path`)."""
+    from crisp.run import Run
+
+    return Run(run_dir).evaluation_path(subset)
 
 
 def read_evaluation(run_dir: str | os.PathLike[str], subset: str = "test") -> dict[str, Any] | None:
@@ -128,8 +129,8 @@ def run_picker(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[s
     run = Path(run_dir)
     picker = Run(run).picker_path
     if not picker.is_file():
-        segment_subset(run, dataset_dir, "val", run / "probabilities" / "val", progress=progress)
-        tune_on_maps(run / "probabilities" / "val", dataset_dir, picker, progress=progress)
+        segment_subset(run, dataset_dir, "val", Run(run).maps_dir("val"), progress=progress)
+        tune_on_maps(Run(run).maps_dir("val"), dataset_dir, picker, progress=progress)
     return picker
 
 
@@ -236,7 +237,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike
     run = Path(run_dir)
     Run(run).summary()  # CrispError when the run is not finished
     names = subset_names(dataset_dir, subset)
-    prob_dir = Path(prob_dir) if prob_dir is not None else run / "probabilities" / subset
+    prob_dir = Path(prob_dir) if prob_dir is not None else Run(run).maps_dir(subset)
     segment_subset(run, dataset_dir, subset, prob_dir, overwrite=overwrite, progress=progress)
     from crisp.dataset import DatasetFolder
 
