@@ -165,8 +165,8 @@ class NetworkItems:
     """Base of the per-micrograph functions that run networks (``segment``, ``segment-and-pick``).
 
     Picklable (for worker processes): the networks are loaded once per process, at the first item
-    it computes, and are never pickled. ``threads`` (None: torch's default) is set in that process
-    when the networks are loaded.
+    it computes, and are never pickled. ``threads`` (None: the cores the process may use,
+    :func:`crisp.inference.default_threads`) is set in that process when the networks are loaded.
     """
 
     def __init__(self, run_dirs: list, *, pixel_size: float | None, overlap: int | None, tta: bool | None,
@@ -203,10 +203,9 @@ class NetworkItems:
         if self._models is None:
             import torch
 
-            from crisp.inference import Predictor
+            from crisp.inference import Predictor, default_threads
 
-            if self.threads is not None:
-                torch.set_num_threads(int(self.threads))
+            torch.set_num_threads(int(self.threads or default_threads()))
             device = _device()
             models = []
             for index in range(len(self.run_dirs)):
@@ -303,7 +302,7 @@ def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[s
         Largest side of one forward in binned pixels (None: the whole image when it fits half the
         available memory); the run's ``patch_px`` gives the tiling of training's validation.
     threads
-        torch CPU threads (None: torch's default); does not change the maps.
+        torch CPU threads (None: the cores the process may use); does not change the maps.
 
     Returns
     -------

@@ -120,6 +120,11 @@ def register(app: typer.Typer) -> None:
                                  "every patch (8x the time; default: the run's tta setting)."),
         ensemble: list[Path] = typer.Option(None, "--ensemble", help="Another training run whose map is "
                                             "averaged with RUN_DIR's (repeatable: an ensemble of runs)."),
+        max_tile_px: int = typer.Option(None, "--max-tile-px", help="Largest side of one network forward "
+                                        "in binned px (default: the whole binned micrograph when it fits "
+                                        "half the available memory, else tiles that do)."),
+        threads: int = typer.Option(None, "--threads", help="torch CPU threads per process (default: the "
+                                    "cores this process may use)."),
         no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
     ) -> None:
         """Write a float16 foreground-probability map (MRC) per micrograph, at the original size."""
@@ -129,13 +134,16 @@ def register(app: typer.Typer) -> None:
 
         check_number(batch_size, "--batch-size", ge=1)
         check_number(pixel_size, "--pixel-size", gt=0)
+        check_number(max_tile_px, "--max-tile-px", ge=1)
+        check_number(threads, "--threads", ge=1)
         check_output(output, "folder")
 
         runs = [run_dir, *(ensemble or [])]
         with execution(workers, scheduler):
             written = segment_files(runs, micrographs, output, overwrite=overwrite, batch_size=batch_size,
                                     pixel_size=pixel_size, tta=tta, progress=not no_progress,
-                                    keep_going=keep_going, shard=parse_shard(shard))
+                                    keep_going=keep_going, shard=parse_shard(shard), max_tile_px=max_tile_px,
+                                    threads=threads)
         typer.echo(f"{len(written)} probability maps in {output}")
 
     @app.command("evaluate")

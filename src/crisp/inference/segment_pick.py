@@ -1,0 +1,198 @@
+"""``crisp segment-and-pick``: one pass per micrograph from the micrograph to its coordinates.
+
+Each micrograph is read, binned and normalised as the run's network saw its training data, segmented
+on the network's grid (:class:`crisp.inference.Predictor`: one forward when it fits the memory
+budget), and picked on that grid (:func:`crisp.picking.files.pick_map`) with coordinates scaled back
+to the micrograph's pixels (Fourier binning puts grid pixel ``j`` at micrograph coordinate
+``j * N / M``). No full-size map is made or written: ``save_maps="grid"`` writes the map at the
+network's grid, ``save_maps="full"`` resampled to the micrograph's size (what ``crisp segment``
+writes).
+
+The output folder has the layout of ``crisp pick`` (:mod:`crisp.picking.files`): per-micrograph
+``NAME_autopick.star`` (RELION's AutoPick layout for micrographs of a RELION project), the
+``autopick.star`` index written from the batch records, ``picker.yaml``, and ``maps/NAME.mrc`` when
+maps are saved. It runs on the batch engine (verb ``segment-and-pick``; settings: the run's
+identity, the picker's settings and the options that change the output), so reruns skip what is
+done and refuse other settings, shards share one folder, and ``--workers`` distribute the items.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from crisp.errors import CrispError
+from crisp.predict import NetworkItems, run_identity, tiling_setting, upsample_to
+
+VERB = "segment-and-pick"
+SAVE_MAPS = (None, "grid", "full")
+MAPS_DIR = "maps"
+
+
+def segment_pick_settings(run_dir: str | os.PathLike[str], picker, *, threshold: float | None,
+                          formats: Iterable[str], box_size_px: float | None, pixel_size: float | None,
+                          tta: bool | None, overlap: int | None, max_tile_px: int | None,
+                          save_maps: str | None) -> dict:
+    """The settings that decide the outputs (the batch manifest's settings)."""
+    from crisp.picking.files import pick_settings
+
+    return {"run": run_identity(run_dir),
+            "picker": pick_settings(picker, threshold=threshold, formats=formats, box_size_px=box_size_px),
+            "pixel_size": pixel_size, "tta": tta, "overlap": overlap, "tiling": tiling_setting(max_tile_px),
+            "save_maps": save_maps}
+
+
+class SegmentPicker(NetworkItems):
+    """The function of one ``segment-and-pick`` item (picklable; loads the network once per process).
+
+    Returns the item's record: the micrograph's name, the number of picks, the shapes, and the
+    seconds of each stage (``read``, ``prepare`` = bin + normalise, ``network``, ``pick``, ``write``).
+    """
+
+    def __init__(self, run_dir, picker, *, names: dict[str, str], formats: set[str], threshold: float | None,
+                 box_size_px: float | None, save_maps: str | None, **options) -> None:
+        super().__init__([run_dir], **options)
+        self.picker, self.names, self.formats = picker, names, formats
+        self.threshold, self.box_size_px, self.save_maps = threshold, box_size_px, save_maps
+
+    def __call__(self, item, staging) -> dict:
+        from crisp.io.micrographs import pixel_size_ratio, read_micrograph, write_mrc
+        from crisp.picking.files import NAME, _write_picks, pick_map
+
+        seconds = {}
+        start = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal start
+            now = time.perf_counter()
+            seconds[stage] = round(now - start, 4)
+            start = now
+
+        (path,) = item.inputs
+        ((config, predictor),) = self.models()
+        mic = read_micrograph(path, pixel_size=self.pixel_size)
+        lap("read")
+        image = self.network_input(config, mic, path)
+        lap("prepare")
+        prob = np.clip(predictor.foreground(image), 0.0, 1.0)
+        lap("network")
+        name = self.names[item.name]
+        diameter = self.picker.diameter_px * pixel_size_ratio(self.picker.pixel_size, mic.pixel_size)
+        scale = (mic.shape[0] / prob.shape[0], mic.shape[1] / prob.shape[1])
+        picks = pick_map(prob, self.picker, diameter, scale=scale, shape=mic.shape, threshold=self.threshold)
+        picks.insert(0, NAME, name)
+        lap("pick")
+        box = float(self.box_size_px) if self.box_size_px is not None else round(diameter)
+        _write_picks(picks, item.name, name, staging, self.formats, box, diameter)
+        if self.save_maps is not None:
+            target = staging.path(item.outputs[-1])
+            if self.save_maps == "full":
+                write_mrc(target, upsample_to(prob, mic.shape), pixel_size=mic.pixel_size, dtype=np.float16)
+            else:
+                grid_pixel = None if mic.pixel_size is None else mic.pixel_size * scale[1]
+                write_mrc(target, prob, pixel_size=grid_pixel, dtype=np.float16)
+        lap("write")
+        return {"micrograph": name, "n_picks": len(picks), "shape": list(mic.shape),
+                "grid_shape": list(prob.shape), "tiled": predictor.tile_px(image.shape) is not None,
+                "seconds": seconds}
+
+
+def segment_and_pick_files(run_dir: str | os.PathLike[str],
+                           micrograph_paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+                           out_dir: str | os.PathLike[str], *, picker=None, threshold: float | None = None,
+                           formats: Iterable[str] = ("star",), box_size_px: float | None = None,
+                           save_maps: str | None = None, pixel_size: float | None = None,
+                           tta: bool | None = None, overlap: int | None = None,
+                           max_tile_px: int | None = None, threads: int | None = None, batch_size: int = 8,
+                           overwrite: bool = False, keep_going: bool = False,
+                           shard: tuple[int, int] | None = None, progress: bool = True):
+    """Segment and pick every micrograph in one pass (module docstring); coordinates as ``crisp pick``.
+
+    Parameters
+    ----------
+    run_dir
+        The training run.
+    micrograph_paths
+        Micrograph files, folders or glob patterns (:func:`crisp.io.micrographs.list_micrographs`).
+    out_dir
+        ``PICKS_DIR`` (the layout of :mod:`crisp.picking.files`, plus ``maps/`` with ``save_maps``).
+    picker
+        A :class:`crisp.picking.tune.PickerConfig` (default: the run's ``picker.yaml``).
+    threshold, formats, box_size_px
+        As in :func:`crisp.picking.files.pick_files`.
+    save_maps
+        None (no map), ``"grid"`` (``maps/NAME.mrc`` at the network's grid, float16, its pixel size in
+        the header) or ``"full"`` (resampled to the micrograph's size, as ``crisp segment``).
+    pixel_size, tta, overlap, max_tile_px, threads, batch_size
+        As in :func:`crisp.predict.segment_files`.
+    overwrite, keep_going, shard, progress
+        As in :func:`crisp.batch.run_batch`.
+
+    Returns
+    -------
+    crisp.picking.files.PickResult
+
+    Raises
+    ------
+    CrispError
+        A bad run, no picker, bad inputs or output folder, other settings without ``overwrite``,
+        or failed micrographs (after the others, with ``keep_going``).
+    """
+    from crisp.batch import Item, run_batch
+    from crisp.config import save_yaml
+    from crisp.io.micrographs import list_micrographs
+    from crisp.picking.files import PICK_FORMATS, PickResult, _outputs, write_index
+    from crisp.picking.registry import get_finder
+    from crisp.run import Run
+
+    if save_maps not in SAVE_MAPS:
+        raise CrispError(f"--save-maps must be grid or full (got {save_maps!r})")
+    if max_tile_px is not None and max_tile_px < 1:
+        raise CrispError(f"--max-tile-px must be positive (got {max_tile_px})")
+    if threads is not None and threads < 1:
+        raise CrispError(f"--threads must be at least 1 (got {threads})")
+    run = Run.load(run_dir)
+    if picker is None:
+        picker = run.picker()
+        if picker is None:
+            raise CrispError(f"the run has no {run.picker_path.name} (run crisp tune-picker, or give "
+                             "--picker)", run.path)
+    get_finder(picker.finder)
+    picker.finder_params()
+    formats = {f.strip().lower() for f in formats if f.strip()} | {"star"}
+    unknown = sorted(formats - set(PICK_FORMATS))
+    if unknown:
+        raise CrispError(f"unknown coordinate format(s) {', '.join(unknown)} "
+                         f"(choose from {', '.join(PICK_FORMATS)})")
+    single = isinstance(micrograph_paths, (str, os.PathLike))
+    sources = [micrograph_paths] if single else list(micrograph_paths)
+    paths = list_micrographs(sources)
+    settings = segment_pick_settings(run_dir, picker, threshold=threshold, formats=formats,
+                                     box_size_px=box_size_px, pixel_size=pixel_size, tta=tta, overlap=overlap,
+                                     max_tile_px=max_tile_px, save_maps=save_maps)
+    names = {p.stem: str(p) for p in paths}
+    fn = SegmentPicker(run_dir, picker, names=names, formats=formats, threshold=threshold,
+                       box_size_px=box_size_px, save_maps=save_maps, pixel_size=pixel_size, overlap=overlap,
+                       tta=tta, batch_size=batch_size, max_tile_px=max_tile_px, threads=threads)
+    if settings["run"]["checkpoint_sha256"] is None:
+        fn.preload(0)  # not a complete run: its error before the output folder is touched
+    items = []
+    for p in paths:
+        outputs = _outputs(p.stem, str(p), formats)
+        if save_maps is not None:
+            outputs = (*outputs, f"{MAPS_DIR}/{p.stem}.mrc")
+        items.append(Item(p.stem, inputs=(p,), outputs=outputs))
+    out = Path(out_dir)
+    batch = run_batch(VERB, items, fn, out, settings, overwrite=overwrite, keep_going=keep_going,
+                      progress=progress, shard=shard, input_dirs=[s for s in sources if Path(s).is_dir()])
+    save_yaml(out / "picker.yaml", picker)
+    result = PickResult(index_path=write_index(out), skipped_existing=len(batch.skipped),
+                        failed=dict(batch.failed))
+    result.per_micrograph = {name: int(batch.records[name]["n_picks"]) for name in batch.names
+                             if name in batch.records}
+    batch.raise_failures()
+    return result
