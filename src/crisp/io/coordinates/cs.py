@@ -1,26 +1,64 @@
-"""cryoSPARC ``.cs`` particles (read only): a numpy structured array saved with ``np.save``.
+"""cryoSPARC ``.cs`` particles: a structured table of fields (cryoSPARC's ``Dataset``).
 
 Fields used: ``location/center_x_frac``, ``location/center_y_frac``, ``location/micrograph_shape``
 ([ny, nx]) and, when present, ``location/micrograph_path``, ``pick_stats/ncc_score``, ``ctf/df1_A``,
 ``ctf/df2_A``, ``ctf/df_angle_rad``. x = frac_x * nx, y = frac_y * ny.
+
+Reading takes both formats cryoSPARC writes: the numpy format (``np.save`` of one structured
+array, what cryoSPARC exports; read with :func:`numpy.load` without pickles) and the newer
+compressed ``CSDAT`` format (read with ``cryosparc-tools``' :class:`cryosparc.dataset.Dataset`).
+:func:`write_cs` writes picks with ``cryosparc-tools`` (a ``Dataset`` with a ``uid`` per particle
+and the ``location/*`` fields); it needs each micrograph's shape, which a picks table does not
+carry, so ``crisp convert`` does not write ``.cs`` (the registry entry stays read only).
+
+Into cryoSPARC (not checked here against a running cryoSPARC): extracted particles go in with
+"Import Particle Stack" (particle meta path ``OUT/particles.star`` of ``crisp extract``, particle
+data path the folder its ``rlnImageName`` paths are relative to); picks alone with the same job
+given a coordinates STAR or a :func:`write_cs` file as meta path and the micrographs' imported
+exposures connected, then cryoSPARC's own Extract From Micrographs. cryoSPARC Tools scripts can
+attach a :func:`write_cs` file to a project as an external result.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from crisp.errors import CrispError
-from crisp.io.coordinates._common import NAME, CoordinateFormat, X, Y, finish
+from crisp.io.coordinates._common import FOM, NAME, CoordinateFormat, X, Y, finish
 
 _REQUIRED = ("location/center_x_frac", "location/center_y_frac", "location/micrograph_shape")
 _OPTIONAL = {"pick_stats/ncc_score": "rlnAutopickFigureOfMerit", "ctf/df1_A": "rlnDefocusU",
              "ctf/df2_A": "rlnDefocusV"}
 
 
+_CSDAT_MAGIC = b"\x95CSDAT"
+
+
+def _load_csdat(path: Path) -> np.ndarray:
+    """A cryoSPARC ``CSDAT`` (compressed) file as a structured array, read by cryosparc-tools."""
+    try:
+        from cryosparc.dataset import Dataset
+    except ImportError:  # pragma: no cover - cryosparc-tools is a dependency
+        raise CrispError("reading a compressed cryoSPARC .cs file needs cryosparc-tools "
+                         "(pip install cryosparc-tools)", path) from None
+    try:
+        records = Dataset.load(path).to_records()
+    except Exception as err:  # noqa: BLE001 - cryosparc-tools wraps any failure in DatasetLoadError
+        raise CrispError(f"not a readable cryoSPARC .cs file ({err})", path) from None
+    return np.asarray(records).view(np.ndarray)
+
+
 def _load(path: Path) -> np.ndarray:
+    from crisp.io.coordinates._common import read_head
+
+    if read_head(path, len(_CSDAT_MAGIC)) == _CSDAT_MAGIC:
+        cs = _load_csdat(path)
+        return _check_fields(cs, path)
     try:
         cs = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, TypeError, MemoryError) as err:
@@ -30,6 +68,10 @@ def _load(path: Path) -> np.ndarray:
         if hasattr(cs, "close"):
             cs.close()
         raise CrispError("not a cryoSPARC .cs file (a numpy archive, not one structured array)", path)
+    return _check_fields(cs, path)
+
+
+def _check_fields(cs: np.ndarray, path: Path) -> np.ndarray:
     names = cs.dtype.names or ()
     missing = [f for f in _REQUIRED if f not in names]
     if missing:
@@ -90,8 +132,65 @@ def heights(path: Path) -> np.ndarray:
     return _shape(_load(path), path)[:, 0].astype(int)
 
 
+def write_cs(df: pd.DataFrame, path: str | os.PathLike[str],
+             micrograph_shapes: Mapping[str, tuple[int, int]] | tuple[int, int]) -> Path:
+    """Write picks as a cryoSPARC ``.cs`` particles file with cryosparc-tools, atomically.
+
+    Parameters
+    ----------
+    df
+        Picks table (``rlnMicrographName``, ``rlnCoordinateX`` = column, ``rlnCoordinateY`` = row in
+        pixels; ``rlnAutopickFigureOfMerit`` becomes ``pick_stats/ncc_score``).
+    path
+        Destination ``.cs`` (numpy format, as cryoSPARC exports).
+    micrograph_shapes
+        ``(ny, nx)`` in pixels of every micrograph, or ``{rlnMicrographName: (ny, nx)}``.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    CrispError
+        A micrograph without a shape, or a shape that is not two positive whole numbers.
+    """
+    from cryosparc.dataset import Dataset
+
+    from crisp.atomic import atomic_path
+
+    path = Path(path)
+    df = finish(df, path, None)
+    names = df[NAME].astype(str).tolist()
+    if isinstance(micrograph_shapes, Mapping):
+        missing = sorted(set(names) - set(map(str, micrograph_shapes)))
+        if missing:
+            raise CrispError(f"no micrograph shape for {len(missing)} micrograph(s), e.g. {missing[0]}", path)
+        shapes = np.array([tuple(micrograph_shapes[n]) for n in names], dtype=float).reshape(len(df), 2)
+    else:
+        shapes = np.tile(np.asarray(tuple(micrograph_shapes), dtype=float), (len(df), 1))
+    if shapes.shape[1:] != (2,) or not (np.isfinite(shapes).all() and (shapes > 0).all()
+                                       and (shapes == np.round(shapes)).all()):
+        raise CrispError("micrograph shapes must be (ny, nx), positive whole numbers of pixels", path)
+    fields = [("location/micrograph_path", "O"), ("location/micrograph_shape", "<u4", (2,)),
+              ("location/center_x_frac", "<f4"), ("location/center_y_frac", "<f4")]
+    if FOM in df.columns:
+        fields.append(("pick_stats/ncc_score", "<f4"))
+    dataset = Dataset.allocate(len(df), fields)
+    dataset["location/micrograph_path"] = names
+    dataset["location/micrograph_shape"] = shapes.astype(np.uint32)
+    dataset["location/center_x_frac"] = df[X].to_numpy(dtype=float) / shapes[:, 1]
+    dataset["location/center_y_frac"] = df[Y].to_numpy(dtype=float) / shapes[:, 0]
+    if FOM in df.columns:
+        dataset["pick_stats/ncc_score"] = df[FOM].to_numpy(dtype=float)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        dataset.save(handle)
+    return path
+
+
 def _sniff(head: bytes) -> bool:
-    return head.startswith(b"\x93NUMPY") and b"location/center_x_frac" in head
+    return (head.startswith(b"\x93NUMPY") and b"location/center_x_frac" in head) or head.startswith(
+        _CSDAT_MAGIC)
 
 
 FORMAT = CoordinateFormat(
