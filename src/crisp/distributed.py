@@ -147,7 +147,7 @@ def _identity(value: Any) -> Any:
 def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
     """A ``distributed.Client`` of a new local cluster of ``workers`` processes, or of ``scheduler``.
 
-    The local cluster (one thread per worker process, no dashboard) is closed on leaving.
+    The local cluster (one thread per worker process, its dashboard on a free port) is closed on leaving.
     """
     check_execution(workers, scheduler)
     require_dask()
@@ -164,7 +164,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
         finally:
             client.close()
         return
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.ERROR)
     try:
         client = Client(cluster)
