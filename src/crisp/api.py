@@ -18,6 +18,8 @@ verb                      function                                              
 ``crisp pick``            :func:`pick_files`                                      PickResult
 ``crisp extract``         :func:`extract_particles`                               ExtractionResult
 ``crisp convert``         :func:`read_coordinates`, :func:`write_coordinates`     DataFrame
+``crisp relion``          :func:`run_relion_job` (a RELION External job)          RelionJobResult
+``crisp convert-maps``    :func:`convert_probability_maps`                        paths
 ``crisp sweep``           :func:`run_sweep`                                       table
 ``crisp compare``         :func:`compare_runs`                                    table
 ``crisp report``          :func:`build_report`                                    path
@@ -61,6 +63,9 @@ EXPORTS: dict[str, str] = {
     "extract_particles": "crisp.io.stacks:extract_particles",
     "read_coordinates": "crisp.io.coordinates:read_coordinates",
     "write_coordinates": "crisp.io.coordinates:write_coordinates",
+    "run_relion_job": "crisp.workflow.relion_job:run_relion_job",
+    "convert_probability_maps": "crisp.io.stacks:convert_probability_maps",
+    "write_probability_map": "crisp.io.stacks:write_probability_map",
     "read_micrograph": "crisp.io.micrographs:read_micrograph",
     "list_micrographs": "crisp.io.micrographs:list_micrographs",
     "run_sweep": "crisp.workflow.sweep:run_sweep",
