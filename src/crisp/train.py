@@ -177,7 +177,7 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
 
     from crisp.config import check_output
     from crisp.patches import PatchDataset, load_samples
-    from crisp.training.callbacks import EpochLines, EpochTable
+    from crisp.training.callbacks import EpochLines, EpochTable, ShuffleState
     from crisp.training.module import SegmentationModule
 
     check_output(out_dir)
@@ -233,7 +233,7 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
                            mode="max", save_top_k=1, enable_version_counter=False, save_weights_only=True)
     last = ModelCheckpoint(dirpath=run.checkpoint_dir, filename=Path(LAST).stem, monitor=None, save_top_k=1,
                            enable_version_counter=False)
-    callbacks: list[pl.Callback] = [best, last, EpochTable(run)]
+    callbacks: list[pl.Callback] = [best, last, EpochTable(run), ShuffleState(generator)]
     if mode == "lines":
         callbacks.append(EpochLines())
     if config.early_stopping_patience is not None:

@@ -92,3 +92,23 @@ class EpochLines(pl.Callback):
         parts[-1] += f", about {format_duration(left)} left"
         stream = self.stream if self.stream is not None else sys.stderr
         print(": ".join([parts[0], ", ".join(parts[1:])]), file=stream, flush=True)
+
+
+class ShuffleState(pl.Callback):
+    """Keep the training loader's shuffling generator in the checkpoints, so a resumed run goes on
+    with the same order of micrographs as an uninterrupted one.
+
+    The generator's state (a uint8 tensor, so ``weights_only=True`` reads it) is saved with every
+    checkpoint and restored when training resumes from one; without it a resumed run would start the
+    generator from its seed again and repeat the first epoch's order.
+    """
+
+    def __init__(self, generator) -> None:
+        self.generator = generator
+
+    def state_dict(self) -> dict:
+        return {"generator_state": self.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.generator.set_state(state_dict["generator_state"])
+
