@@ -183,7 +183,15 @@ class Predictor:
                 return None
             side = int(math.sqrt(self.budget() / per_px))
         side = max(self.patch_px, side // self.stride * self.stride)
-        return side
+        if side <= self.patch_px:
+            return self.patch_px
+        # as few tiles as the largest side allows, then the smallest tile that still covers the image
+        # with them (tiles of the largest side would leave a last tile mostly over the previous one)
+        overlap = min(self.overlap, side - 1)
+        length = max(shape) + 2 * (overlap // 2)
+        count = -(-(length - overlap) // (side - overlap))
+        even = self._round_up(-(-(length - overlap) // count) + overlap)
+        return int(min(side, max(self.patch_px, even)))
 
     # ----------------------------------------------------------------------------------- computing
     def _forward(self, batch):
