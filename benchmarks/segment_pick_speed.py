@@ -73,7 +73,7 @@ def make_run(preset: str, run_dir: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     run = Run(run_dir)
     run.save_network(build_network(config), config)
-    picker = PickerConfig(diameter_px=DIAMETER_PX, pixel_size=PIXEL_SIZE, border_fraction=0.5)
+    picker = PickerConfig(diameter_px=DIAMETER_PX, pixel_size=None, border_fraction=0.5)
     save_yaml(run.picker_path, picker)
     return run_dir
 
