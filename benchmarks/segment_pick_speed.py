@@ -4,7 +4,8 @@ old path (``crisp segment`` full-size maps + ``crisp pick``), in one run.
 Each case runs in a fresh Python process with a set torch thread count:
 
 - ``new``: :func:`crisp.inference.segment_pick.segment_and_pick_files` (read, bin, normalise, one
-  forward at the network's grid when it fits the memory budget, pick there, write the STAR files);
+  forward at the network's grid when it fits the memory budget, pick there, write the STAR files),
+  without prefetching (so each item's seconds run from reading to writing);
 - ``old``: ``segment_files`` then ``pick_files`` of the code in ``--old-src`` (default: this
   repository's code before issue 16, unpacked there with ``git archive d5543eb src``): 256² tiles with
   float64 blending, the map upsampled to the micrograph's size and written, then read back and
@@ -25,8 +26,9 @@ Micrographs: ``--count`` synthetic ``--size`` squares (Gaussian noise on a smoot
 4096² EPU micrograph ``tests/test_data/epu2.9_example.mrc`` of mrcfile's source archive).
 
 ``--throughput N``: micrographs per minute of ``segment-and-pick`` over N micrographs (wall time of
-the whole call, network loading included). ``--device cuda`` runs the networks on the GPU (then it
-also prints micrographs per second).
+the whole call, network loading included), without and with prefetching (the next micrograph read
+and binned in a background thread while the network works). ``--device cuda`` runs the networks on
+the GPU (then it also prints micrographs per second).
 
 Usage::
 
@@ -115,13 +117,13 @@ def _summary(per_item: dict[str, float], first: str) -> dict:
     return {"s_per_micrograph": statistics.median(steady), "all_s": per_item, "first_s": per_item.get(first)}
 
 
-def case_new(run: Path, mics: Path, work: Path, threads: int) -> dict:
+def case_new(run: Path, mics: Path, work: Path, threads: int, prefetch: bool) -> dict:
     from crisp.batch import read_records
     from crisp.inference.segment_pick import segment_and_pick_files
 
-    out = work / f"new-{run.name}-t{threads}"
+    out = work / f"new-{run.name}-t{threads}-{mics.name}-{'prefetch' if prefetch else 'serial'}"
     start = time.perf_counter()
-    segment_and_pick_files(run, mics, out, threads=threads, overwrite=True, progress=False)
+    segment_and_pick_files(run, mics, out, threads=threads, overwrite=True, progress=False, prefetch=prefetch)
     wall = time.perf_counter() - start
     records = read_records(out)
     first = sorted(records)[0]
@@ -129,7 +131,8 @@ def case_new(run: Path, mics: Path, work: Path, threads: int) -> dict:
     for name, record in records.items():
         if name != first:
             for stage, s in record["result"]["seconds"].items():
-                stages.setdefault(stage, []).append(s)
+                if stage != "prefetched":
+                    stages.setdefault(stage, []).append(s)
     tiled = {record["result"]["tiled"] for record in records.values()}
     return {**_summary(_item_seconds(out), first), "wall_s": wall, "n": len(records), "tiled": sorted(tiled),
             "stages": {k: statistics.median(v) for k, v in stages.items()}}
@@ -208,8 +211,8 @@ def run_child(args) -> dict:
     threads = int(threads)
     if kind == "floor":
         row = case_floor(preset, threads, args.floor_px, args.backends.split(","), args.device)
-    elif kind == "new":
-        row = case_new(args.work / f"run-{preset}", args.mics, args.work, threads)
+    elif kind in ("new", "new-prefetch"):
+        row = case_new(args.work / f"run-{preset}", args.mics, args.work, threads, prefetch=kind != "new")
     else:
         row = case_old(args.work / f"run-{preset}", args.mics, args.work, threads,
                        current=kind == "old-current")
@@ -255,13 +258,15 @@ def main(argv: list[str] | None = None) -> int:
                 for kind in args.cases.split(",")]
         if args.throughput:
             tp = make_micrographs(work / "mics-throughput", args.throughput, args.size, args.micrograph)
-            jobs += [("throughput", preset, int(t)) for preset in presets for t in args.threads.split(",")]
+            jobs += [(kind, preset, int(t)) for preset in presets for t in args.threads.split(",")
+                     for kind in ("throughput", "throughput-prefetch")]
         for kind, preset, threads in jobs:
             env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
             env["CUDA_VISIBLE_DEVICES"] = env.get("CUDA_VISIBLE_DEVICES", "") if args.device == "cuda" else ""
             one, folder = f"{kind}:{preset}:{threads}", mics
-            if kind == "throughput":
-                one, folder = f"new:{preset}:{threads}", tp
+            if kind.startswith("throughput"):
+                one = f"{'new-prefetch' if kind.endswith('prefetch') else 'new'}:{preset}:{threads}"
+                folder = tp
             if kind == "old":
                 if not args.old_src:
                     continue
@@ -279,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 row = json.loads(proc.stdout.strip().splitlines()[-1])
                 row["case"] = kind
-                if kind == "throughput":
+                if kind.startswith("throughput"):
                     row["micrographs_per_minute"] = 60.0 * row["n"] / row["wall_s"]
             row["load_average"] = os.getloadavg()[0]
             rows.append(row)

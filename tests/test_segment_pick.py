@@ -122,6 +122,16 @@ def test_segment_and_pick_batch_behaviour(trained, tmp_path, capsys):
     out = tmp_path / "picks"
     result = segment_and_pick_files(run, mics, out, picker=PICKER, progress=False, threads=1)
     assert sorted(result.per_micrograph) == [f"mic{i:02d}" for i in range(4)] and result.n_picks > 0
+    # reading and binning the next micrograph in a background thread changes nothing but the time
+    serial = segment_and_pick_files(run, mics, tmp_path / "serial", picker=PICKER, progress=False,
+                                    prefetch=False)
+    assert serial.per_micrograph == result.per_micrograph
+    for i in range(4):
+        np.testing.assert_array_equal(_picks(out, f"mic{i:02d}"), _picks(tmp_path / "serial", f"mic{i:02d}"))
+    from crisp.batch import read_records
+
+    prefetched = [r["result"]["seconds"].get("prefetched", False) for r in read_records(out).values()]
+    assert prefetched == [False, True, True, True]
     stamp = (out / "mic00_autopick.star").stat().st_mtime_ns
     again = segment_and_pick_files(run, mics, out, picker=PICKER, progress=False)
     assert again.skipped_existing == 4 and (out / "mic00_autopick.star").stat().st_mtime_ns == stamp

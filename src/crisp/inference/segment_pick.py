@@ -54,16 +54,63 @@ class SegmentPicker(NetworkItems):
     """
 
     def __init__(self, run_dir, picker, *, names: dict[str, str], formats: set[str], threshold: float | None,
-                 box_size_px: float | None, save_maps: str | None, **options) -> None:
+                 box_size_px: float | None, save_maps: str | None, prefetch: bool = False, **options) -> None:
         super().__init__([run_dir], **options)
         self.picker, self.names, self.formats = picker, names, formats
         self.threshold, self.box_size_px, self.save_maps = threshold, box_size_px, save_maps
+        self.prefetch = prefetch
+        self._order = list(names)
+        self._executor = None
+        self._pending: dict[str, object] = {}
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_executor"], state["_pending"] = None, {}
+        return state
+
+    def _read_and_prepare(self, stem: str) -> tuple:
+        """Read micrograph ``stem`` and make the network's input: ``(mic, image, seconds)``."""
+        from crisp.io.micrographs import read_micrograph
+
+        ((config, _predictor),) = self.models()
+        path = self.names[stem]
+        start = time.perf_counter()
+        mic = read_micrograph(path, pixel_size=self.pixel_size)
+        read = time.perf_counter() - start
+        image = self.network_input(config, mic, path)
+        return mic, image, {"read": round(read, 4), "prepare": round(time.perf_counter() - start - read, 4)}
+
+    def _start_next(self, stem: str) -> None:
+        """Read and prepare the micrograph after ``stem`` (in the work list) in a background thread."""
+        if not self.prefetch or stem not in self._order:
+            return
+        index = self._order.index(stem) + 1
+        if index >= len(self._order) or self._order[index] in self._pending:
+            return
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crisp-prefetch")
+        following = self._order[index]
+        self._pending[following] = self._executor.submit(self._read_and_prepare, following)
+
+    def _input(self, stem: str) -> tuple:
+        future = self._pending.pop(stem, None)
+        if future is not None:
+            try:
+                mic, image, seconds = future.result()
+                return mic, image, {**seconds, "prefetched": True}
+            except Exception:  # noqa: BLE001 - read it again here, where its error belongs to the item
+                pass
+        return self._read_and_prepare(stem)
 
     def __call__(self, item, staging) -> dict:
-        from crisp.io.micrographs import pixel_size_ratio, read_micrograph, write_mrc
+        from crisp.io.micrographs import pixel_size_ratio, write_mrc
         from crisp.picking.files import NAME, _write_picks, pick_map
 
-        seconds = {}
+        ((_config, predictor),) = self.models()
+        mic, image, seconds = self._input(item.name)
+        self._start_next(item.name)  # the next micrograph is read and binned while the network runs
         start = time.perf_counter()
 
         def lap(stage: str) -> None:
@@ -72,12 +119,6 @@ class SegmentPicker(NetworkItems):
             seconds[stage] = round(now - start, 4)
             start = now
 
-        (path,) = item.inputs
-        ((config, predictor),) = self.models()
-        mic = read_micrograph(path, pixel_size=self.pixel_size)
-        lap("read")
-        image = self.network_input(config, mic, path)
-        lap("prepare")
         prob = np.clip(predictor.foreground(image), 0.0, 1.0)
         lap("network")
         name = self.names[item.name]
@@ -108,7 +149,7 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
                            save_maps: str | None = None, pixel_size: float | None = None,
                            tta: bool | None = None, overlap: int | None = None,
                            max_tile_px: int | None = None, threads: int | None = None, batch_size: int = 8,
-                           overwrite: bool = False, keep_going: bool = False,
+                           prefetch: bool | None = None, overwrite: bool = False, keep_going: bool = False,
                            shard: tuple[int, int] | None = None, progress: bool = True):
     """Segment and pick every micrograph in one pass (module docstring); coordinates as ``crisp pick``.
 
@@ -129,6 +170,10 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
         the header) or ``"full"`` (resampled to the micrograph's size, as ``crisp segment``).
     pixel_size, tta, overlap, max_tile_px, threads, batch_size
         As in :func:`crisp.predict.segment_files`.
+    prefetch
+        Read and bin the next micrograph of the work list in a background thread while the network
+        works on the current one (does not change the outputs). None: on when the batch runs in
+        this process, off with ``--workers``/``--scheduler`` (items reach workers in another order).
     overwrite, keep_going, shard, progress
         As in :func:`crisp.batch.run_batch`.
 
@@ -174,10 +219,18 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
     settings = segment_pick_settings(run_dir, picker, threshold=threshold, formats=formats,
                                      box_size_px=box_size_px, pixel_size=pixel_size, tta=tta, overlap=overlap,
                                      max_tile_px=max_tile_px, save_maps=save_maps)
+    from crisp.batch import select_shard
+    from crisp.distributed import current_execution
+
+    if prefetch is None:
+        prefetch = current_execution() == (None, None)
     names = {p.stem: str(p) for p in paths}
+    order = [i.name for i in select_shard([Item(p.stem) for p in paths], shard)]  # run_batch's order
+    names = {stem: names[stem] for stem in order}
     fn = SegmentPicker(run_dir, picker, names=names, formats=formats, threshold=threshold,
                        box_size_px=box_size_px, save_maps=save_maps, pixel_size=pixel_size, overlap=overlap,
-                       tta=tta, batch_size=batch_size, max_tile_px=max_tile_px, threads=threads)
+                       tta=tta, batch_size=batch_size, max_tile_px=max_tile_px, threads=threads,
+                       prefetch=prefetch)
     if settings["run"]["checkpoint_sha256"] is None:
         fn.preload(0)  # not a complete run: its error before the output folder is touched
     items = []
