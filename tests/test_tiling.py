@@ -110,3 +110,36 @@ def test_tta_whole_image_is_equivariant():
     out = predictor.foreground(image)
     flipped = predictor.foreground(np.ascontiguousarray(image[:, ::-1]))
     np.testing.assert_allclose(flipped[:, ::-1][:, 3:-3], out[:, 3:-3], atol=1e-5)
+
+
+def test_onnx_backend_agrees_with_eager_and_leaves_the_network_alone():
+    """ONNX Runtime (one export with free sizes) gives eager's map within float rounding on images of
+    several shapes; the export leaves the network's mode and statistics as they were. A CRF network
+    does not export: auto runs it in eager PyTorch without a word, onnx says so."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import warnings
+
+    net, config = _tiny_unet()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    eager = Predictor(net, patch_px=64, overlap=16, backend="eager")
+    onnx = Predictor(net, patch_px=64, overlap=16, backend="onnx")
+    assert onnx.backend == "onnx" and not net.training
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    for shape in ((64, 64), (101, 67), (150, 233)):
+        image = np.random.default_rng(4).normal(size=shape).astype(np.float32)
+        np.testing.assert_allclose(onnx.foreground(image), eager.foreground(image), atol=1e-4)
+    tiled = {b: Predictor(net, patch_px=64, overlap=16, backend=b, max_tile_px=64) for b in ("onnx", "eager")}
+    np.testing.assert_allclose(tiled["onnx"].foreground(image), tiled["eager"].foreground(image), atol=1e-4)
+    from crisp.train import build_network, make_config
+
+    crf_config = make_config("cpu", arch="unet", encoder="resnet18", encoder_depth=3, patch_px=64,
+                             val_overlap_px=16, crf=dict(kind="crf"))
+    crf_net = build_network(crf_config).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Predictor(crf_net, patch_px=64, overlap=16, backend="auto").backend == "eager"
+    with pytest.warns(UserWarning, match="does not export to ONNX"):
+        assert Predictor(crf_net, patch_px=64, overlap=16, backend="onnx").backend == "eager"
+    with pytest.raises(CrispError, match="backend"):
+        Predictor(net, patch_px=64, overlap=16, backend="tensorrt")

@@ -140,6 +140,14 @@ def run_identity(run_dir: str | os.PathLike[str]) -> dict:
             "checkpoint_sha256": digest(run.checkpoint_path(BEST))}
 
 
+def check_backend(backend: str) -> None:
+    """Refuse an unknown ``--backend`` before any work (:data:`crisp.inference.predictor.BACKENDS`)."""
+    from crisp.inference.predictor import BACKENDS
+
+    if backend not in BACKENDS:
+        raise CrispError(f"--backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
+
+
 def tiling_setting(max_tile_px: int | None) -> str:
     """How the network covers a micrograph, as recorded in a batch's settings (the maps depend on it)."""
     if max_tile_px is None:
@@ -171,10 +179,10 @@ class NetworkItems:
 
     def __init__(self, run_dirs: list, *, pixel_size: float | None, overlap: int | None, tta: bool | None,
                  batch_size: int = 8, max_tile_px: int | None = None, threads: int | None = None,
-                 memory_budget: int | None = None) -> None:
+                 memory_budget: int | None = None, backend: str = "auto") -> None:
         self.run_dirs, self.pixel_size, self.overlap, self.tta = list(run_dirs), pixel_size, overlap, tta
         self.batch_size, self.max_tile_px, self.threads = batch_size, max_tile_px, threads
-        self.memory_budget = memory_budget
+        self.memory_budget, self.backend = memory_budget, backend
         self._loaded: dict[int, tuple] = {}
         self._models: list[tuple] | None = None
         self._error: CrispError | None = None
@@ -215,7 +223,7 @@ class NetworkItems:
                                       overlap=config.val_overlap_px if self.overlap is None else self.overlap,
                                       device=device, tta=config.tta if self.tta is None else self.tta,
                                       max_tile_px=self.max_tile_px, memory_budget=self.memory_budget,
-                                      batch_size=self.batch_size)
+                                      batch_size=self.batch_size, backend=self.backend)
                 models.append((config, predictor))
             self._models = models
         return self._models
@@ -246,7 +254,8 @@ class _Segmenter(NetworkItems):
             total += np.clip(upsample_to(prob, mic.shape), 0.0, 1.0)
         write_mrc(staging.path(item.outputs[0]), total / len(models), pixel_size=mic.pixel_size,
                   dtype=np.float16)
-        return {"shape": list(mic.shape), "pixel_size": mic.pixel_size}
+        return {"shape": list(mic.shape), "pixel_size": mic.pixel_size,
+                "backend": [predictor.backend for _config, predictor in models]}
 
 
 def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
@@ -255,7 +264,7 @@ def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[s
                   pixel_size: float | None = None, overlap: int | None = None,
                   tta: bool | None = None, progress: bool = True, keep_going: bool = False,
                   shard: tuple[int, int] | None = None, max_tile_px: int | None = None,
-                  threads: int | None = None) -> list[Path]:
+                  threads: int | None = None, backend: str = "auto") -> list[Path]:
     """Write a foreground-probability map ``out_dir/NAME.mrc`` (float16) for every micrograph.
 
     ``run_dir`` is one training run or several (an ensemble): with several, the map is the mean
@@ -303,6 +312,9 @@ def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[s
         available memory); the run's ``patch_px`` gives the tiling of training's validation.
     threads
         torch CPU threads (None: the cores the process may use); does not change the maps.
+    backend
+        ``auto``, ``eager`` or ``onnx`` (:class:`crisp.inference.Predictor`); the maps agree within
+        about 1e-5 (float rounding, as between thread counts), so it is not a recorded setting.
 
     Returns
     -------
@@ -328,10 +340,11 @@ def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     paths = list_micrographs(sources)
     if max_tile_px is not None and max_tile_px < 1:
         raise CrispError(f"--max-tile-px must be positive (got {max_tile_px})")
+    check_backend(backend)
     settings = segment_settings(run_dirs, pixel_size=pixel_size, overlap=overlap, tta=tta,
                                 max_tile_px=max_tile_px)
     segmenter = _Segmenter(run_dirs, pixel_size=pixel_size, overlap=overlap, tta=tta, batch_size=batch_size,
-                           max_tile_px=max_tile_px, threads=threads)
+                           max_tile_px=max_tile_px, threads=threads, backend=backend)
     for index, identity in enumerate(settings["runs"]):
         if identity["config_sha256"] is None or identity["checkpoint_sha256"] is None:
             segmenter.preload(index)  # not a complete run: its error before the output folder is touched

@@ -36,6 +36,11 @@ def register(app: typer.Typer) -> None:
                                         "half the available memory, else tiles that do)."),
         threads: int = typer.Option(None, "--threads", help="torch CPU threads per process (default: the "
                                     "cores this process may use)."),
+        backend: str = typer.Option("auto", "--backend", help="auto | eager | onnx: how the network runs "
+                                    "(auto: ONNX Runtime on a CPU when installed, crisp-em[onnx])."),
+        prefetch: bool = typer.Option(None, "--prefetch/--no-prefetch", help="Read and bin the next "
+                                      "micrograph while the network works (default: on, off with --workers "
+                                      "or --scheduler)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Recompute every micrograph, also when "
                                        "OUTPUT holds outputs made with other settings."),
         keep_going: bool = typer.Option(False, "--keep-going", help="Record a failing micrograph and go on "
@@ -66,7 +71,8 @@ def register(app: typer.Typer) -> None:
             result = segment_and_pick_files(
                 run_dir, micrographs, output, picker=config, threshold=threshold, formats=formats.split(","),
                 box_size_px=box_size, save_maps=save_maps, pixel_size=pixel_size, tta=tta,
-                max_tile_px=max_tile_px, threads=threads, overwrite=overwrite, keep_going=keep_going,
+                max_tile_px=max_tile_px, threads=threads, backend=backend, prefetch=prefetch,
+                overwrite=overwrite, keep_going=keep_going,
                 shard=parse_shard(shard), progress=not no_progress)
         typer.echo(f"{result.n_picks} picks on {len(result.per_micrograph)} micrograph(s) "
                    f"({result.skipped_existing} done before); index {result.index_path}")

@@ -125,6 +125,8 @@ def register(app: typer.Typer) -> None:
                                         "half the available memory, else tiles that do)."),
         threads: int = typer.Option(None, "--threads", help="torch CPU threads per process (default: the "
                                     "cores this process may use)."),
+        backend: str = typer.Option("auto", "--backend", help="auto | eager | onnx: how the network runs "
+                                    "(auto: ONNX Runtime on a CPU when installed, crisp-em[onnx])."),
         no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
     ) -> None:
         """Write a float16 foreground-probability map (MRC) per micrograph, at the original size."""
@@ -143,7 +145,7 @@ def register(app: typer.Typer) -> None:
             written = segment_files(runs, micrographs, output, overwrite=overwrite, batch_size=batch_size,
                                     pixel_size=pixel_size, tta=tta, progress=not no_progress,
                                     keep_going=keep_going, shard=parse_shard(shard), max_tile_px=max_tile_px,
-                                    threads=threads)
+                                    threads=threads, backend=backend)
         typer.echo(f"{len(written)} probability maps in {output}")
 
     @app.command("evaluate")

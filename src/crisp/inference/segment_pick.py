@@ -22,11 +22,12 @@ import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from crisp.errors import CrispError
-from crisp.predict import NetworkItems, run_identity, tiling_setting, upsample_to
+from crisp.predict import NetworkItems, check_backend, run_identity, tiling_setting, upsample_to
 
 VERB = "segment-and-pick"
 SAVE_MAPS = (None, "grid", "full")
@@ -69,7 +70,8 @@ class SegmentPicker(NetworkItems):
         return state
 
     def _read_and_prepare(self, stem: str) -> tuple:
-        """Read micrograph ``stem`` and make the network's input: ``(mic, image, seconds)``."""
+        """Read micrograph ``stem`` and make the network's input: ``(header, image, seconds)`` (the
+        header's ``shape`` and ``pixel_size``; the micrograph's pixels are dropped at once)."""
         from crisp.io.micrographs import read_micrograph
 
         ((config, _predictor),) = self.models()
@@ -78,7 +80,9 @@ class SegmentPicker(NetworkItems):
         mic = read_micrograph(path, pixel_size=self.pixel_size)
         read = time.perf_counter() - start
         image = self.network_input(config, mic, path)
-        return mic, image, {"read": round(read, 4), "prepare": round(time.perf_counter() - start - read, 4)}
+        prepare = time.perf_counter() - start - read
+        header = SimpleNamespace(shape=mic.shape, pixel_size=mic.pixel_size)  # pixels no longer needed
+        return header, image, {"read": round(read, 4), "prepare": round(prepare, 4)}
 
     def _start_next(self, stem: str) -> None:
         """Read and prepare the micrograph after ``stem`` (in the work list) in a background thread."""
@@ -139,6 +143,7 @@ class SegmentPicker(NetworkItems):
         lap("write")
         return {"micrograph": name, "n_picks": len(picks), "shape": list(mic.shape),
                 "grid_shape": list(prob.shape), "tiled": predictor.tile_px(image.shape) is not None,
+                "backend": predictor.backend,
                 "seconds": seconds}
 
 
@@ -149,7 +154,8 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
                            save_maps: str | None = None, pixel_size: float | None = None,
                            tta: bool | None = None, overlap: int | None = None,
                            max_tile_px: int | None = None, threads: int | None = None, batch_size: int = 8,
-                           prefetch: bool | None = None, overwrite: bool = False, keep_going: bool = False,
+                           prefetch: bool | None = None, backend: str = "auto", overwrite: bool = False,
+                           keep_going: bool = False,
                            shard: tuple[int, int] | None = None, progress: bool = True):
     """Segment and pick every micrograph in one pass (module docstring); coordinates as ``crisp pick``.
 
@@ -168,7 +174,7 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
     save_maps
         None (no map), ``"grid"`` (``maps/NAME.mrc`` at the network's grid, float16, its pixel size in
         the header) or ``"full"`` (resampled to the micrograph's size, as ``crisp segment``).
-    pixel_size, tta, overlap, max_tile_px, threads, batch_size
+    pixel_size, tta, overlap, max_tile_px, threads, batch_size, backend
         As in :func:`crisp.predict.segment_files`.
     prefetch
         Read and bin the next micrograph of the work list in a background thread while the network
@@ -200,6 +206,7 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
         raise CrispError(f"--max-tile-px must be positive (got {max_tile_px})")
     if threads is not None and threads < 1:
         raise CrispError(f"--threads must be at least 1 (got {threads})")
+    check_backend(backend)
     run = Run.load(run_dir)
     if picker is None:
         picker = run.picker()
@@ -230,7 +237,7 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
     fn = SegmentPicker(run_dir, picker, names=names, formats=formats, threshold=threshold,
                        box_size_px=box_size_px, save_maps=save_maps, pixel_size=pixel_size, overlap=overlap,
                        tta=tta, batch_size=batch_size, max_tile_px=max_tile_px, threads=threads,
-                       prefetch=prefetch)
+                       prefetch=prefetch, backend=backend)
     if settings["run"]["checkpoint_sha256"] is None:
         fn.preload(0)  # not a complete run: its error before the output folder is touched
     items = []
