@@ -5,7 +5,8 @@ Each case runs in a fresh Python process with a set torch thread count:
 
 - ``new``: :func:`crisp.inference.segment_pick.segment_and_pick_files` (read, bin, normalise, one
   forward at the network's grid when it fits the memory budget, pick there, write the STAR files),
-  without prefetching (so each item's seconds run from reading to writing);
+  without prefetching (so each item's seconds run from reading to writing), with the default
+  backend (ONNX Runtime when installed); ``new-eager`` the same in eager PyTorch;
 - ``old``: ``segment_files`` then ``pick_files`` of the code in ``--old-src`` (default: this
   repository's code before issue 16, unpacked there with ``git archive d5543eb src``): 256² tiles with
   float64 blending, the map upsampled to the micrograph's size and written, then read back and
@@ -117,13 +118,14 @@ def _summary(per_item: dict[str, float], first: str) -> dict:
     return {"s_per_micrograph": statistics.median(steady), "all_s": per_item, "first_s": per_item.get(first)}
 
 
-def case_new(run: Path, mics: Path, work: Path, threads: int, prefetch: bool) -> dict:
+def case_new(run: Path, mics: Path, work: Path, threads: int, prefetch: bool, backend: str = "auto") -> dict:
     from crisp.batch import read_records
     from crisp.inference.segment_pick import segment_and_pick_files
 
-    out = work / f"new-{run.name}-t{threads}-{mics.name}-{'prefetch' if prefetch else 'serial'}"
+    out = work / f"new-{run.name}-t{threads}-{mics.name}-{'prefetch' if prefetch else 'serial'}-{backend}"
     start = time.perf_counter()
-    segment_and_pick_files(run, mics, out, threads=threads, overwrite=True, progress=False, prefetch=prefetch)
+    segment_and_pick_files(run, mics, out, threads=threads, overwrite=True, progress=False, prefetch=prefetch,
+                           backend=backend)
     wall = time.perf_counter() - start
     records = read_records(out)
     first = sorted(records)[0]
@@ -134,8 +136,9 @@ def case_new(run: Path, mics: Path, work: Path, threads: int, prefetch: bool) ->
                 if stage != "prefetched":
                     stages.setdefault(stage, []).append(s)
     tiled = {record["result"]["tiled"] for record in records.values()}
+    backends = {record["result"]["backend"] for record in records.values()}
     return {**_summary(_item_seconds(out), first), "wall_s": wall, "n": len(records), "tiled": sorted(tiled),
-            "stages": {k: statistics.median(v) for k, v in stages.items()}}
+            "backend": sorted(backends), "stages": {k: statistics.median(v) for k, v in stages.items()}}
 
 
 def case_old(run: Path, mics: Path, work: Path, threads: int, current: bool) -> dict:
@@ -211,8 +214,9 @@ def run_child(args) -> dict:
     threads = int(threads)
     if kind == "floor":
         row = case_floor(preset, threads, args.floor_px, args.backends.split(","), args.device)
-    elif kind in ("new", "new-prefetch"):
-        row = case_new(args.work / f"run-{preset}", args.mics, args.work, threads, prefetch=kind != "new")
+    elif kind in ("new", "new-prefetch", "new-eager"):
+        row = case_new(args.work / f"run-{preset}", args.mics, args.work, threads,
+                       prefetch=kind == "new-prefetch", backend="eager" if kind == "new-eager" else "auto")
     else:
         row = case_old(args.work / f"run-{preset}", args.mics, args.work, threads,
                        current=kind == "old-current")
@@ -227,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="cpu", help="comma-separated presets (default: %(default)s)")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (%(default)s)")
-    parser.add_argument("--cases", default="floor,old,new", help="floor, old, old-current, new")
+    parser.add_argument("--cases", default="floor,old,new-eager,new",
+                        help="floor, old, old-current, new-eager, new (auto backend)")
     parser.add_argument("--count", type=int, default=6, help="micrographs (the first is not timed)")
     parser.add_argument("--size", type=int, default=4096, help="synthetic micrograph side (px)")
     parser.add_argument("--micrograph", type=Path, default=None, help="link this micrograph --count times")

@@ -62,7 +62,10 @@ def test_whole_image_equals_tiles_for_a_local_network():
 
 def test_whole_image_pads_to_the_stride_and_crops():
     net, config = _tiny_unet()
-    predictor = Predictor(net, patch_px=config.patch_px, overlap=config.val_overlap_px, max_tile_px=4096)
+    # by default a reflected margin of half the overlap on every side, as the tiler's
+    assert Predictor(net, patch_px=64, overlap=16).padded_shape((101, 67)) == (120, 88)  # 117, 83 up to 8
+    predictor = Predictor(net, patch_px=config.patch_px, overlap=config.val_overlap_px, max_tile_px=4096,
+                          margin=0)
     assert predictor.stride == output_stride(net) == 8
     assert predictor.padded_shape((101, 67)) == (104, 72)
     image = np.random.default_rng(1).normal(size=(101, 67)).astype(np.float32)
@@ -80,7 +83,7 @@ def test_memory_budget_decides_whole_or_tiles():
     per_px = activation_bytes_per_px(net, 8)
     assert per_px > 100  # bytes of activations per input pixel (a 1-channel float32 input is 4)
     shape = (300, 300)
-    whole = Predictor(net, patch_px=64, overlap=16, memory_budget=int(per_px * 304 * 304))
+    whole = Predictor(net, patch_px=64, overlap=16, memory_budget=int(per_px * 320 * 320))
     assert whole.tile_px(shape) is None
     small = Predictor(net, patch_px=64, overlap=16, memory_budget=int(per_px * 130 * 130))
     # at most 128 px (the largest multiple of the stride within the budget): 3 tiles along 300 + 2 x 8
