@@ -216,6 +216,9 @@ class Predictor:
             options = ort.SessionOptions()
             options.intra_op_num_threads = torch.get_num_threads()
             options.inter_op_num_threads = 1
+            # no memory arena: it keeps the largest forward's memory (cpu preset, 1024²: peak RSS 1.75
+            # instead of 1.48 GB) for a few percent of speed
+            options.enable_cpu_mem_arena = False
             session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
         except Exception as err:  # noqa: BLE001 - any export failure: eager PyTorch still works
             if warn:
