@@ -5,10 +5,13 @@ Each case (a training preset and a binning factor) runs in a fresh Python proces
 training, the time does not depend on the weights) is saved as a run directory (``config.yaml`` +
 ``checkpoints/best.ckpt``, what ``crisp.predict.load_run`` reads), then
 ``segment_files(run, [micrograph], out, overwrite=True)`` is called once as a warm-up and
-``--repeats`` times more: read, bin (Fourier cropping), normalise (GMM), tiled prediction (patches
-of the preset's ``patch_px`` with its overlap), bilinear upsampling to the original grid, float16
-MRC written. This is the real code path; its stages are timed by wrapping the functions it calls
-(no change to them). CPU threads: torch's default. Peak RSS: the process's ``ru_maxrss``.
+``--repeats`` times more: read, bin (Fourier cropping), normalise (GMM), prediction (since issue 16
+one whole-image forward when it fits the memory budget, ONNX Runtime when installed; the
+``patches`` column counts the old 256² tiling's patches), bilinear upsampling to the original
+grid, float16 MRC written. For segment + pick in one pass see ``benchmarks.segment_pick_speed``.
+This is the real code path; its stages are timed by wrapping the functions it calls
+(no change to them). CPU threads: ``--threads`` (default: the cores the process may use). Peak
+RSS: the process's ``ru_maxrss``.
 
 The micrograph is synthetic (Gaussian noise on a smooth background, 1.77 Å/px) of ``--size`` px
 square (default 4096), or ``--micrograph FILE``. Columns: ``load`` = building the network and
@@ -84,7 +87,9 @@ class _StageTimer:
         self._wrap(mics, "read_micrograph", "read")
         self._wrap(mics, "write_mrc", "write")
         self._wrap(patches, "prepare_image", "bin+normalise")
-        self._wrap(predict, "predict_probabilities", "predict")
+        from crisp.inference.predictor import Predictor
+
+        self._wrap(Predictor, "foreground", "predict")  # whole-image forward or tiles (issue 16)
         self._wrap(predict, "upsample_to", "upsample")
         self._wrap(predict, "load_run", "load")
 
@@ -135,7 +140,7 @@ def run_case(preset: str, binning: int, micrograph: Path, work: Path, repeats: i
     for _ in range(repeats + 1):
         timer.reset()
         start = time.perf_counter()
-        segment_files(run, [micrograph], out, overwrite=True, progress=False)
+        segment_files(run, [micrograph], out, overwrite=True, progress=False, threads=threads)
         totals.append(time.perf_counter() - start)
         stages.append(dict(timer.seconds))
     per_mic = [t - s.get("load", 0.0) for t, s in zip(totals[1:], stages[1:], strict=True)]
