@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                      for kind in ("throughput", "throughput-prefetch")]
         for kind, preset, threads in jobs:
             env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-            env["CUDA_VISIBLE_DEVICES"] = env.get("CUDA_VISIBLE_DEVICES", "") if args.device == "cuda" else ""
+            if args.device != "cuda":  # hide GPUs from CPU timings; leave the GPU visible otherwise
+                env["CUDA_VISIBLE_DEVICES"] = ""
             one, folder = f"{kind}:{preset}:{threads}", mics
             if kind.startswith("throughput"):
                 one = f"{'new-prefetch' if kind.endswith('prefetch') else 'new'}:{preset}:{threads}"
