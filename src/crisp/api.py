@@ -13,6 +13,7 @@ verb                      function                                              
 ``crisp preprocess``      :func:`preprocess_files` (:class:`PreprocessConfig`)    paths
 ``crisp train``           :func:`train_network` (settings: :func:`train_config`)  run folder
 ``crisp segment``         :func:`segment_files`                                   paths
+``crisp segment-and-pick`` :func:`segment_and_pick_files`                         PickResult
 ``crisp evaluate``        :func:`evaluate_folder`                                 table, pooled
 ``crisp tune-picker``     :func:`tune_picker`, :func:`load_picker`                 PickerConfig
 ``crisp pick``            :func:`pick_files`                                      PickResult
@@ -55,6 +56,7 @@ EXPORTS: dict[str, str] = {
     "train_config": "crisp.train:make_config",
     "TrainConfig": "crisp.train:TrainConfig",
     "segment_files": "crisp.predict:segment_files",
+    "segment_and_pick_files": "crisp.inference.segment_pick:segment_and_pick_files",
     "evaluate_folder": "crisp.metrics.pixel:evaluate_folder",
     "tune_picker": "crisp.picking.tune:tune_picker",
     "load_picker": "crisp.picking.tune:load_picker",
