@@ -177,27 +177,9 @@ def normalise_stack(stack: np.ndarray, bg_radius_px: float | None = None) -> np.
 
 def _match_micrographs(micrographs: Iterable[str | os.PathLike[str]] | str | os.PathLike[str]
                        ) -> dict[str, Path]:
-    from crisp.io.coordinates import micrograph_stem
+    from crisp.io.coordinates.pairing import micrographs_by_stem
 
-    if isinstance(micrographs, (str, os.PathLike)) and Path(micrographs).is_dir():
-        from crisp.io.micrographs import IMAGE_SUFFIXES, MRC_SUFFIXES
-
-        folder = Path(micrographs)
-        paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                       and p.suffix.lower() in MRC_SUFFIXES + IMAGE_SUFFIXES)
-        if not paths:
-            raise CrispError("no micrographs (.mrc, .tif, .png, ...) in the folder", folder)
-    elif isinstance(micrographs, (str, os.PathLike)):
-        paths = [Path(micrographs)]
-    else:
-        paths = [Path(p) for p in micrographs]
-    lookup: dict[str, Path] = {}
-    for path in paths:
-        stem = micrograph_stem(path)
-        if stem in lookup:
-            raise CrispError(f"micrographs {lookup[stem]} and {path} share the name stem '{stem}'")
-        lookup[stem] = path
-    return lookup
+    return micrographs_by_stem(micrographs)
 
 
 def _picks_digest(picks: pd.DataFrame) -> str:

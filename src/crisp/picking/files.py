@@ -100,14 +100,13 @@ def _micrograph_names(maps: list[Path], micrographs) -> dict[str, str]:
 
     if micrographs is None:
         return {micrograph_stem(p): p.name for p in maps}
-    from crisp.io.micrographs import IMAGE_SUFFIXES, MRC_SUFFIXES
-
     if isinstance(micrographs, (str, os.PathLike)):
+        from crisp.io.coordinates.pairing import micrographs_by_stem
+
         folder = Path(micrographs)
         if not folder.is_dir():
             raise CrispError("not a folder of micrographs", folder)
-        files = {micrograph_stem(p): p for p in sorted(folder.iterdir())
-                 if p.is_file() and p.suffix.lower() in MRC_SUFFIXES + IMAGE_SUFFIXES}
+        files = micrographs_by_stem(folder)
     else:  # a list of micrograph files (e.g. a RELION micrographs STAR's rlnMicrographName)
         files = {micrograph_stem(p): Path(p) for p in micrographs}
         folder = Path(next(iter(files.values()), Path("."))).parent

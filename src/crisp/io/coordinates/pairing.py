@@ -16,6 +16,37 @@ from crisp.io.coordinates.registry import COORDINATE_SUFFIXES
 from crisp.io.coordinates.star import index_table, is_index, listed_by_index, resolve_listed
 
 
+def micrographs_by_stem(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
+                        ) -> dict[str, Path]:
+    """Micrograph files by the name they pair on: the one lister and the one pairing rule together.
+
+    Parameters
+    ----------
+    micrographs
+        What :func:`crisp.io.micrographs.list_micrographs` takes: a folder, glob pattern, file, or a
+        list of these.
+
+    Returns
+    -------
+    dict
+        :func:`micrograph_stem` -> file, sorted by file.
+
+    Raises
+    ------
+    CrispError
+        Nothing found, a missing file, or two micrographs with the same stem.
+    """
+    from crisp.io.micrographs import list_micrographs
+
+    lookup: dict[str, Path] = {}
+    for path in list_micrographs(micrographs):
+        stem = micrograph_stem(path)
+        if stem in lookup:
+            raise CrispError(f"micrographs {lookup[stem]} and {path} share the name stem '{stem}'")
+        lookup[stem] = path
+    return lookup
+
+
 def list_coordinate_files(folder_or_files: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                           expand_index: bool = False) -> list[Path]:
     """Expand a folder, a glob pattern, a file, or a list of these to coordinate files.
