@@ -44,3 +44,16 @@ def tiny_demo(tmp_path_factory) -> TinyDemo:
     lines: list[str] = []
     run_demo(project, echo=lines.append, tiny=True, progress=False)
     return TinyDemo(project, lines)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module of tiny tensors (thread start-up and contention on the shared
+    CI cores cost more than they give); the previous count is restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+

@@ -20,14 +20,7 @@ from crisp.models.crf import (
     spatial_kernel_mass,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: thread start-up and contention on the shared CI cores cost more than they give."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors (tests/conftest.py)
 
 
 def _inputs(b=1, c=2, h=12, w=14, seed=0, kind="crf", scale=3.0):

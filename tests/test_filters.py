@@ -9,14 +9,7 @@ from crisp.errors import CrispError
 from crisp.models import filters as fl
 from crisp.models.crf import normalise_guide
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: thread start-up and contention on the shared CI cores cost more than they give."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors (tests/conftest.py)
 
 
 def _blob_micrograph(height: int, width: int, seed: int = 0) -> torch.Tensor:

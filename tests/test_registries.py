@@ -27,13 +27,7 @@ from crisp.models.crf import (
 )
 from crisp.models.network import SegmentationNetwork
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors (tests/conftest.py)
 
 
 LAYER_KINDS = [name for name, kind in CRF_KINDS.items() if kind.builds_layer]
