@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 with tempfile.TemporaryDirectory() as tmp:
                     path = Path(tmp) / "net.onnx"
                     start = time.perf_counter()
-                    torch.onnx.export(Logits(net).eval(), (x,), str(path), input_names=["x"], output_names=["y"],
-                                      dynamo=False, opset_version=17)
+                    torch.onnx.export(Logits(net).eval(), (x,), str(path), input_names=["x"],
+                                      output_names=["y"], dynamo=False, opset_version=17)
                     options = ort.SessionOptions()
                     options.intra_op_num_threads = args.threads
                     options.inter_op_num_threads = 1
