@@ -149,6 +149,18 @@ class Inputs:
             self.file("run/checkpoints/best.ckpt", checkpoint)
         return run
 
+    def trained_run(self) -> Path:
+        """A usable run folder: a tiny random-weight network saved as its best checkpoint."""
+        from crisp.run import Run
+        from crisp.train import make_config
+        from crisp.training.module import build_network
+
+        config = make_config("cpu", encoder_depth=3, bin=2, patch_px=64, val_overlap_px=16,
+                             normalize="zscore")
+        run = Run(self.root / "trained")
+        run.save_network(build_network(config), config)
+        return run.path
+
 
 # ----------------------------------------------------------------------------------------------
 # the cases
@@ -290,6 +302,24 @@ def _cases() -> list[Case]:
     def _(i):
         (i.root / "notarun").mkdir()
         return ["segment", _s(i.root / "notarun"), _s(i.mics()), "-o", _s(i.root / "seg")]
+
+    @add("segment", "`-o` is the micrographs folder", "ROOT/mics")
+    def _(i): return ["segment", _s(i.trained_run()), _s(i.mics()), "-o", _s(i.mics())]
+
+    @add("segment-and-pick", "`-o` is the micrographs folder", "ROOT/mics")
+    def _(i): return ["segment-and-pick", _s(i.trained_run()), _s(i.mics()), "-o", _s(i.mics()),
+                      "--picker", _s(i.picker())]
+
+    @add("segment-and-pick", "`--threshold nan`", "--threshold")
+    def _(i): return ["segment-and-pick", _s(i.run()), _s(i.mics()), "-o", _s(i.root / "p"),
+                      "--threshold", "nan"]
+
+    @add("segment-and-pick", "`--shard 3/2`", "--shard")
+    def _(i): return ["segment-and-pick", _s(i.run()), _s(i.mics()), "-o", _s(i.root / "p"),
+                      "--shard", "3/2"]
+
+    @add("convert-maps", "input is not a folder of maps", "ROOT/none")
+    def _(i): return ["convert-maps", _s(i.root / "none"), "-o", _s(i.root / "out"), "--dtype", "float32"]
 
     @add("segment", "0-byte checkpoint", "ROOT/run/checkpoints/best.ckpt")
     def _(i): return ["segment", _s(i.run(b"")), _s(i.mics()), "-o", _s(i.root / "seg")]
