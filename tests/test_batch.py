@@ -260,3 +260,25 @@ def test_overwrite_recomputes_only_the_work_list_and_drops_other_settings(tmp_pa
     # other settings: no output of the previous settings stays beside the new one
     assert sorted(p.name for p in out.glob("*.out")) == ["m0.out"]
     assert (out / "m0.out").read_text() == "5\n" and set(read_records(out)) == {"m0"}
+
+
+def test_a_shard_starting_while_another_writes_is_not_refused(tmp_path, monkeypatch):
+    """Shard 2 finds no manifest, then shard 1's manifest and first outputs appear before its clash
+    check: they are shard 1's outputs (same settings), not unrecorded files."""
+    import crisp.batch as batch
+
+    paths, out = _inputs(tmp_path), tmp_path / "out"
+    _run(paths, out, Doubler(), shard=(1, 2))  # shard 1 done: manifest + m0, m2
+    hidden = tmp_path / "manifest-written-later"
+    (out / MANIFEST).rename(hidden)  # as shard 2 saw the folder when it looked for the manifest
+    real_read = batch._read_json
+
+    def written_meanwhile(path):
+        if path.name == MANIFEST and hidden.exists():
+            hidden.rename(out / MANIFEST)  # shard 1 writes it before any output
+        return real_read(path)
+
+    monkeypatch.setattr(batch, "_read_json", written_meanwhile)
+    second = Doubler()
+    _run(paths, out, second, shard=(2, 2))
+    assert second.calls == ["m1", "m3"] and len(read_records(out)) == 4

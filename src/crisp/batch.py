@@ -281,14 +281,17 @@ def _open_manifest(out_dir: Path, verb: str, settings: dict, items: Sequence[Ite
         raise CrispError(f"holds the output of `crisp {manifest.get('verb')}`, not `crisp {verb}`; "
                          "choose another output folder", out_dir)
     if manifest is not None and manifest.get("settings_hash") != digest and not overwrite:
-        diffs = "; ".join(_differences(manifest.get("settings") or {}, settings))
-        raise CrispError(f"holds outputs of `crisp {verb}` made with other settings ({diffs}); "
-                         "use --overwrite to recompute them, or choose another output folder", out_dir)
+        raise _other_settings(out_dir, verb, manifest, settings)
     if manifest is None and not overwrite:
         clash = [o for item in items for o in item.outputs if (out_dir / o).exists()]
         if clash:
-            raise CrispError(f"holds files that crisp did not record ({clash[0]}, ...: no {MANIFEST}); "
-                             "use --overwrite to replace them, or choose another output folder", out_dir)
+            # another shard may have started meanwhile: it writes the manifest before any output
+            manifest = _read_json(path)
+            if manifest is None or manifest.get("verb") != verb:
+                raise CrispError(f"holds files that crisp did not record ({clash[0]}, ...: no {MANIFEST}); "
+                                 "use --overwrite to replace them, or choose another output folder", out_dir)
+            if manifest.get("settings_hash") != digest:
+                raise _other_settings(out_dir, verb, manifest, settings)
     if overwrite:
         # recompute this work list; drop every output of other settings, but not the outputs that
         # other items (e.g. another shard's) made with these settings
@@ -298,6 +301,12 @@ def _open_manifest(out_dir: Path, verb: str, settings: dict, items: Sequence[Ite
                     "crisp_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         _write_json(path, manifest)
     return manifest
+
+
+def _other_settings(out_dir: Path, verb: str, manifest: dict, settings: dict) -> CrispError:
+    diffs = "; ".join(_differences(manifest.get("settings") or {}, settings))
+    return CrispError(f"holds outputs of `crisp {verb}` made with other settings ({diffs}); "
+                      "use --overwrite to recompute them, or choose another output folder", out_dir)
 
 
 def _forget_items(out_dir: Path, names: set[str], digest: str) -> None:
