@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from crisp.errors import CrispError
-from crisp.tiling import _starts, blend_window, predict_probabilities  # noqa: F401 - re-exported
+from crisp.tiling import _starts, blend_window, dihedral_mean, predict_probabilities  # noqa: F401 - re-exported
 
 __all__ = ["blend_window", "foreground_fn", "input_binning", "load_run", "predict_probabilities",
            "run_identity", "segment_files", "segment_settings", "tiling_setting", "upsample_to"]
@@ -60,18 +60,7 @@ def foreground_fn(network, device=None, tta: bool = False) -> Callable:
 
     def run(batch):
         batch = batch.to(device) if device is not None else batch
-        if not tta:
-            return probabilities(batch)
-        total = None
-        for turns in range(4):
-            for flip in (False, True):
-                view = torch.rot90(batch, turns, dims=(2, 3))
-                view = torch.flip(view, dims=(3,)) if flip else view
-                out = probabilities(view)
-                out = torch.flip(out, dims=(3,)) if flip else out
-                out = torch.rot90(out, -turns, dims=(2, 3))
-                total = out if total is None else total + out
-        return total / 8.0
+        return dihedral_mean(probabilities, batch) if tta else probabilities(batch)
 
     return run
 

@@ -118,3 +118,25 @@ def predict_probabilities(model_fn: Callable, image: np.ndarray, patch: int, ove
                 accumulated[:, y:y + patch_y, x:x + patch_x] += tile
     result = accumulated[:, margin:margin + height, margin:margin + width]
     return result / weight_sum[margin:margin + height, margin:margin + width]
+
+
+def dihedral_mean(fn: Callable, batch):
+    """Test-time augmentation: the mean of ``fn`` over the 8 flips and rotations of ``batch``.
+
+    ``fn`` maps a tensor ``[B, C, H, W]`` to ``[B, K, H, W]``; each of the 8 views (4 rotations by 90
+    degrees, each with and without a left-right flip) is mapped back by the inverse transform before
+    averaging, so the result is exactly equivariant to those transforms (square inputs).
+    """
+    import torch
+
+    total = None
+    for turns in range(4):
+        for flip in (False, True):
+            view = torch.rot90(batch, turns, dims=(2, 3))
+            view = torch.flip(view, dims=(3,)) if flip else view
+            out = fn(view)
+            out = torch.flip(out, dims=(3,)) if flip else out
+            out = torch.rot90(out, -turns, dims=(2, 3))
+            total = out if total is None else total + out
+    return total / 8.0
+

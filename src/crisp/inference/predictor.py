@@ -25,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from crisp.errors import CrispError
+from crisp.tiling import dihedral_mean
 
 #: fraction of the memory available at start that one forward may use by default
 MEMORY_FRACTION = 0.5
@@ -319,18 +320,7 @@ class Predictor:
                 refined = self.network(x)["refined"].float()
             return torch.sigmoid(refined[:, 1:2] - refined[:, 0:1])
 
-        if not self.tta:
-            return foreground(batch)
-        total = None
-        for turns in range(4):
-            for flip in (False, True):
-                view = torch.rot90(batch, turns, dims=(2, 3))
-                view = torch.flip(view, dims=(3,)) if flip else view
-                out = foreground(view)
-                out = torch.flip(out, dims=(3,)) if flip else out
-                out = torch.rot90(out, -turns, dims=(2, 3))
-                total = out if total is None else total + out
-        return total / 8.0
+        return dihedral_mean(foreground, batch) if self.tta else foreground(batch)
 
     def model_fn(self) -> Callable:
         """A ``model_fn`` for :func:`crisp.tiling.predict_probabilities` (output ``[B, 1, P, P]``)."""

@@ -199,9 +199,8 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
         or failed micrographs (after the others, with ``keep_going``).
     """
     from crisp.batch import Item, run_batch
-    from crisp.config import save_yaml
     from crisp.io.micrographs import list_micrographs
-    from crisp.picking.files import PICK_FORMATS, PickResult, _outputs, write_index
+    from crisp.picking.files import PICK_FORMATS, _outputs, finish_picks
     from crisp.picking.registry import get_finder
     from crisp.run import Run
 
@@ -254,10 +253,4 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
     out = Path(out_dir)
     batch = run_batch(VERB, items, fn, out, settings, overwrite=overwrite, keep_going=keep_going,
                       progress=progress, shard=shard, input_dirs=[s for s in sources if Path(s).is_dir()])
-    save_yaml(out / "picker.yaml", picker)
-    result = PickResult(index_path=write_index(out), skipped_existing=len(batch.skipped),
-                        failed=dict(batch.failed))
-    result.per_micrograph = {name: int(batch.records[name]["n_picks"]) for name in batch.names
-                             if name in batch.records}
-    batch.raise_failures()
-    return result
+    return finish_picks(out, picker, batch)

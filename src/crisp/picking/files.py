@@ -348,6 +348,13 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
     out = Path(out_dir)
     batch = run_batch("pick", items, pick_one, out, settings, overwrite=overwrite, keep_going=keep_going,
                       progress=progress, shard=shard, input_dirs=folders)
+    return finish_picks(out, picker, batch)
+
+
+def finish_picks(out_dir: str | os.PathLike[str], picker: PickerConfig, batch) -> PickResult:
+    """After a picking batch: write ``picker.yaml`` and the ``autopick.star`` index of every micrograph
+    picked in ``out_dir`` (all shards), and raise the batch's failures, if any, after that."""
+    out = Path(out_dir)
     save_yaml(out / "picker.yaml", picker)
     result = PickResult(index_path=write_index(out), skipped_existing=len(batch.skipped),
                         failed=dict(batch.failed))
