@@ -1,4 +1,5 @@
-"""Options shared by every per-micrograph verb: where its batch runs (``--workers``, ``--scheduler``).
+"""Options shared by every per-micrograph verb: where its batch runs (``--workers``, ``--scheduler``);
+and by the verbs that run the network: how it runs (``--max-tile-px``, ``--threads``, ``--backend``).
 
 ``--shard I/N`` stays with each verb (its help names what is sharded). A verb declares
 
@@ -14,10 +15,20 @@ import typer
 
 from crisp.distributed import execution
 
-__all__ = ["SCHEDULER", "WORKERS", "execution"]
+__all__ = ["BACKEND", "MAX_TILE_PX", "SCHEDULER", "THREADS", "WORKERS", "execution"]
 
 WORKERS = typer.Option(None, "--workers", help="Run the micrographs on a local Dask cluster of N worker "
                        "processes (needs Dask: the cluster extra of crisp-em); default: in this process.")
 SCHEDULER = typer.Option(None, "--scheduler", help="Run the micrographs on the workers of this Dask "
                          "scheduler, e.g. tcp://node01:8786 from dask-jobqueue (the workers must see "
                          "the same folders).")
+
+# how the network runs, for every verb that runs it (segment, segment-and-pick)
+MAX_TILE_PX = typer.Option(None, "--max-tile-px", help="Largest side of one network forward in binned px "
+                           "(default: the whole binned micrograph when it fits half the available memory, "
+                           "else tiles that do).")
+THREADS = typer.Option(None, "--threads", help="torch CPU threads per process (default: the cores this "
+                       "process may use).")
+BACKEND = typer.Option("auto", "--backend", help="auto | eager | onnx: how the network runs (auto: ONNX "
+                       "Runtime on a CPU when installed, crisp-em[onnx]).")
+

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from crisp.commands.common import SCHEDULER, WORKERS, execution
+from crisp.commands.common import BACKEND, MAX_TILE_PX, SCHEDULER, THREADS, WORKERS, execution
 
 
 def register(app: typer.Typer) -> None:
@@ -31,13 +31,9 @@ def register(app: typer.Typer) -> None:
         pixel_size: float = typer.Option(None, "--pixel-size", help="Pixel size in Å (overrides headers)."),
         tta: bool = typer.Option(None, "--tta/--no-tta", help="Average the 8 flips and rotations (8x the "
                                  "time; default: the run's tta setting)."),
-        max_tile_px: int = typer.Option(None, "--max-tile-px", help="Largest side of one network forward "
-                                        "in binned px (default: the whole binned micrograph when it fits "
-                                        "half the available memory, else tiles that do)."),
-        threads: int = typer.Option(None, "--threads", help="torch CPU threads per process (default: the "
-                                    "cores this process may use)."),
-        backend: str = typer.Option("auto", "--backend", help="auto | eager | onnx: how the network runs "
-                                    "(auto: ONNX Runtime on a CPU when installed, crisp-em[onnx])."),
+        max_tile_px: int = MAX_TILE_PX,
+        threads: int = THREADS,
+        backend: str = BACKEND,
         prefetch: bool = typer.Option(None, "--prefetch/--no-prefetch", help="Read and bin the next "
                                       "micrograph while the network works (default: on, off with --workers "
                                       "or --scheduler)."),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from crisp.commands.common import SCHEDULER, WORKERS, execution
+from crisp.commands.common import BACKEND, MAX_TILE_PX, SCHEDULER, THREADS, WORKERS, execution
 from crisp.errors import CrispError
 
 
@@ -120,13 +120,9 @@ def register(app: typer.Typer) -> None:
                                  "every patch (8x the time; default: the run's tta setting)."),
         ensemble: list[Path] = typer.Option(None, "--ensemble", help="Another training run whose map is "
                                             "averaged with RUN_DIR's (repeatable: an ensemble of runs)."),
-        max_tile_px: int = typer.Option(None, "--max-tile-px", help="Largest side of one network forward "
-                                        "in binned px (default: the whole binned micrograph when it fits "
-                                        "half the available memory, else tiles that do)."),
-        threads: int = typer.Option(None, "--threads", help="torch CPU threads per process (default: the "
-                                    "cores this process may use)."),
-        backend: str = typer.Option("auto", "--backend", help="auto | eager | onnx: how the network runs "
-                                    "(auto: ONNX Runtime on a CPU when installed, crisp-em[onnx])."),
+        max_tile_px: int = MAX_TILE_PX,
+        threads: int = THREADS,
+        backend: str = BACKEND,
         no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
     ) -> None:
         """Write a float16 foreground-probability map (MRC) per micrograph, at the original size."""
