@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from crisp.config import StageConfig
 from crisp.models.crf.kinds import CRF_KINDS
@@ -52,23 +52,12 @@ class CRFConfig(StageConfig):
     )
     grid_truncate: float = Field(4.0, gt=0, description="bilateral-grid blur radius, in blur stds")
 
-    @field_validator("kind")
+    @field_validator("kind", "solver", "regulariser")
     @classmethod
-    def _known_kind(cls, value: str) -> str:
-        if value not in CRF_KINDS:
-            raise ValueError(f"unknown CRF kind {value!r}; choose one of: {', '.join(CRF_KINDS)}")
-        return value
-
-    @field_validator("solver")
-    @classmethod
-    def _known_solver(cls, value: str) -> str:
-        if value not in CRF_SOLVERS:
-            raise ValueError(f"unknown CRF solver {value!r}; choose one of: {', '.join(CRF_SOLVERS)}")
-        return value
-
-    @field_validator("regulariser")
-    @classmethod
-    def _known_regulariser(cls, value: str) -> str:
-        if value not in FW_ORACLES:
-            raise ValueError(f"unknown regulariser {value!r}; choose one of: {', '.join(FW_ORACLES)}")
+    def _registered(cls, value: str, info: ValidationInfo) -> str:
+        known = {"kind": (CRF_KINDS, "CRF kind"), "solver": (CRF_SOLVERS, "CRF solver"),
+                 "regulariser": (FW_ORACLES, "regulariser")}
+        registry, what = known[info.field_name]
+        if value not in registry:
+            raise ValueError(f"unknown {what} {value!r}; choose one of: {', '.join(registry)}")
         return value
