@@ -143,10 +143,11 @@ class Predictor:
         ``"eager"`` (PyTorch), ``"onnx"`` (the network exported once, with free image sizes, and run by
         ONNX Runtime: 1.5x faster than eager channels-last for the ``cpu`` preset on this machine's
         CPU, maps within 1e-4) or ``"auto"``: on a CPU with ``onnxruntime`` installed (``pip install
-        crisp-em[onnx]``), whichever of the two runs a training patch faster (timed once here), else
-        eager. A network that does not export (the CRF layers do
-        not) runs in eager PyTorch (with a warning when ``"onnx"`` was asked for). :attr:`backend`
-        tells the one in use.
+        crisp-em[onnx]``) ONNX Runtime, else eager: a fixed rule, never a timing, so that the same
+        inputs give the same maps whatever the machine's load (ONNX Runtime is 1.5x faster for the
+        ``cpu`` preset, about 8 % slower for ``paper``; ask for ``"eager"`` there). A network that
+        does not export (the CRF layers do not) runs in eager PyTorch (with a warning when ``"onnx"``
+        was asked for). :attr:`backend` tells the one in use.
     """
 
     def __init__(self, network, *, patch_px: int, overlap: int, device=None, tta: bool = False,
@@ -184,29 +185,6 @@ class Predictor:
         self.backend = backend
         if backend == "onnx":
             self._session = self._onnx_session(warn=requested == "onnx")
-        if requested == "auto" and self._session is not None and not self._onnx_is_faster():
-            self._session, self.backend = None, "eager"
-
-    def _onnx_is_faster(self) -> bool:
-        """Time one forward of a training-patch-sized input in each backend (the second of two calls);
-        ONNX Runtime wins for the ``cpu`` preset's U-Net ResNet-18 (0.85 vs 1.30 s at 1024²), not
-        for the ``paper`` preset's U-Net++ EfficientNet-B5 (5.7 vs 5.3 s)."""
-        import time
-
-        import torch
-
-        x = torch.zeros(1, 1, self.patch_px, self.patch_px)
-        seconds = {}
-        session = self._session
-        with torch.inference_mode():
-            for name in ("onnx", "eager"):
-                self._session = session if name == "onnx" else None
-                for _ in range(2):
-                    start = time.perf_counter()
-                    self._forward(x)
-                    seconds[name] = time.perf_counter() - start
-        self._session = session
-        return seconds["onnx"] < seconds["eager"]
 
     def _onnx_session(self, warn: bool = True):
         """The network exported to ONNX (free batch, height and width) in an ONNX Runtime session with
