@@ -4,7 +4,9 @@ Layout (one micrograph ``NAME`` shown; every file is written atomically)::
 
     DATASET/
       micrographs/NAME.mrc    float32, pixel size (Å) in the header
-      masks/NAME.mrc          uint8, 1 = particle, 0 = background; same shape as the micrograph
+      masks/NAME.mrc          uint8 label map: 1 = particle, 0 = background, 255 = unlabelled
+                              (UNLABELLED: sparse or incomplete annotations; training ignores or
+                              treats these pixels as positive-unlabelled); same shape as the micrograph
       coordinates/NAME.star   true particle centres, RELION columns, pixels of the micrograph
       instances/NAME.mrc      optional, int16 instance ids (0 = background), simulated data only
       clean/NAME.mrc          optional, the noise-free micrograph, simulated data only
@@ -33,6 +35,10 @@ INSTANCES = "instances"
 CLEAN = "clean"
 SPLIT_FILE = "split.yaml"
 SUBSETS = ("train", "val", "test")
+#: value of a label-map pixel that is neither asserted particle (1) nor asserted background (0)
+UNLABELLED = 255
+PARTICLE = 1
+BACKGROUND = 0
 
 
 @dataclass(frozen=True)
