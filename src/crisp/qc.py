@@ -3,7 +3,9 @@
 One panel per micrograph, low-passed and downsampled for display (at the SNR of cryo-EM no particle
 is visible in the raw pixels), contrast stretched between the 1st and 99th percentiles; the mask
 outline is drawn in one colour and the centres as crosses in another, so a user sees at a glance
-whether the coordinates sit on particles, or are flipped or mis-scaled.
+whether the coordinates sit on particles, or are flipped or mis-scaled. Unlabelled pixels of a sparse
+label map (value 255, :data:`crisp.dataset.UNLABELLED`) are shaded grey and hatched, never outlined as
+particle.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crisp.dataset import DatasetFolder
+from crisp.dataset import PARTICLE, UNLABELLED, DatasetFolder
 
 LOWPASS_SIGMA_PER_FACTOR = 2.0
 """Gaussian low-pass sigma, in pixels per display downsampling factor, as the data figure of the
@@ -74,6 +76,41 @@ def _read_centres(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return table["rlnCoordinateX"].to_numpy(float), table["rlnCoordinateY"].to_numpy(float)
 
 
+def mask_layers(mask: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Split a label map into its particle and unlabelled layers for display.
+
+    Parameters
+    ----------
+    mask
+        uint8 label map (1 = particle, 0 = background, 255 = unlabelled), or None.
+
+    Returns
+    -------
+    particle, unlabelled : numpy.ndarray or None
+        float32 0/1 layers of ``mask == 1`` and ``mask == 255``; ``unlabelled`` is None when no pixel
+        is unlabelled (and both are None without a mask).
+    """
+    if mask is None:
+        return None, None
+    particle = (mask == PARTICLE).astype(np.float32)
+    unlabelled = mask == UNLABELLED
+    return particle, unlabelled.astype(np.float32) if unlabelled.any() else None
+
+
+def _show_unlabelled(ax, unlabelled: np.ndarray | None) -> None:
+    """Shade (grey) and hatch the pixels where ``unlabelled`` (a 0..1 layer) is at least 0.5."""
+    if unlabelled is None or not (unlabelled >= 0.5).any():
+        return
+    from matplotlib.colors import ListedColormap
+
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+    ax.imshow(np.ma.masked_less(unlabelled, 0.5), cmap=ListedColormap(["#9e9e9e"]), vmin=0, vmax=1,
+              alpha=0.5, interpolation="nearest")
+    ax.contourf(unlabelled, levels=[0.5, 1.5], colors="none", hatches=["////"])
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+
+
 def _show(ax, image: np.ndarray, mask: np.ndarray | None, x: np.ndarray, y: np.ndarray, marker_size: float):
     lo, hi = np.percentile(image, [1, 99])
     ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
@@ -128,24 +165,31 @@ def labels_qc_figure(dataset_dir: str | os.PathLike[str], names: list[str], out_
     if not names:
         return None
     folder = DatasetFolder(Path(dataset_dir))
+    any_unlabelled = False
     fig, axes = plt.subplots(len(names), 2, figsize=(12, 6 * len(names)), squeeze=False, layout="constrained")
     for (ax_all, ax_zoom), name in zip(axes, names, strict=True):
         image = read_micrograph(folder.micrograph(name)).data
         mask = read_micrograph(folder.mask(name)).data if folder.mask(name).is_file() else None
+        particle, unlabelled = mask_layers(mask)
+        any_unlabelled |= unlabelled is not None
         x, y = _read_centres(folder.coordinates(name))
         panels = qc_panels(image, display_px, zoom_px)
         factor = panels.factor
         # a pixel centre c maps to (c + 0.5) / factor - 0.5 in the block-mean image
-        _show(ax_all, panels.overview, None if mask is None else block_mean(mask, factor),
+        _show(ax_all, panels.overview, None if particle is None else block_mean(particle, factor),
               (x + 0.5) / factor - 0.5, (y + 0.5) / factor - 0.5, marker_size=3)
-        ax_all.set_title(f"{name}: {len(x)} centres, shown 1:{factor}, low-passed", fontsize=9)
+        _show_unlabelled(ax_all, None if unlabelled is None else block_mean(unlabelled, factor))
+        share = "" if unlabelled is None else f", {unlabelled.mean():.0%} unlabelled"
+        ax_all.set_title(f"{name}: {len(x)} centres, shown 1:{factor}, low-passed{share}", fontsize=9)
         (r0, c0), (h, w) = panels.origin, panels.zoom.shape
         ax_all.add_patch(Rectangle(((c0 + 0.5) / factor - 0.5, (r0 + 0.5) / factor - 0.5), w / factor,
                                    h / factor, fill=False, edgecolor="yellow", linewidth=1))
-        _show(ax_zoom, panels.zoom, None if mask is None else mask[r0:r0 + h, c0:c0 + w],
+        _show(ax_zoom, panels.zoom, None if particle is None else particle[r0:r0 + h, c0:c0 + w],
               x - c0, y - r0, marker_size=8)
+        _show_unlabelled(ax_zoom, None if unlabelled is None else unlabelled[r0:r0 + h, c0:c0 + w])
         ax_zoom.set_title(f"full resolution, rows {r0}-{r0 + h - 1}, columns {c0}-{c0 + w - 1}", fontsize=9)
-    fig.suptitle("mask outline (cyan) and centres (red +): each centre should sit on a particle", fontsize=10)
+    fig.suptitle("mask outline (cyan) and centres (red +): each centre should sit on a particle"
+                 + ("; unlabelled pixels grey, hatched" if any_unlabelled else ""), fontsize=10)
     out = Path(out_path)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=90)

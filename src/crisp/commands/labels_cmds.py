@@ -23,7 +23,7 @@ def _projection_threshold(value: str | None) -> float | str | None:
 
 def _check_numbers(radius: float | None, radius_a: float | None, pixel_size: float | None,
                    lowpass_sigma: float | None, window_factor: float, disk_fraction: float,
-                   qc_count: int) -> None:
+                   qc_count: int, keep_fraction: float = 1.0, seed: int = 0) -> None:
     from crisp.config import check_number
 
     check_number(radius, "--radius", gt=0)
@@ -33,6 +33,15 @@ def _check_numbers(radius: float | None, radius_a: float | None, pixel_size: flo
     check_number(window_factor, "--window-factor", ge=1)
     check_number(disk_fraction, "--disk-fraction", gt=0, le=1)
     check_number(qc_count, "--qc-count", ge=0)
+    check_number(keep_fraction, "--keep-fraction", gt=0, le=1)
+    check_number(seed, "--seed", ge=0)
+
+
+def _check_background(background: str | None) -> None:
+    from crisp.errors import CrispError
+
+    if background is not None and background not in ("all", "none"):
+        raise CrispError(f"--background must be 'all' or 'none' (got '{background}')")
 
 
 def check_radius_fits(micrographs: list[str], radius_px: float | None, radius_a: float | None,
@@ -63,11 +72,15 @@ def check_radius_fits(micrographs: list[str], radius_px: float | None, radius_a:
 
 LABELS_HELP = (
     "Make training labels from real data: masks from particle coordinates or refined poses.\n\n"
-    "Writes OUTPUT/micrographs/NAME.mrc (float32 copy, original resolution), masks/NAME.mrc (uint8 0/1), "
-    "coordinates/NAME.star (centres used), labels.yaml (every setting) and qc.png (mask outlines and "
-    "centres over the first micrographs: check that the centres sit on particles). A rerun with the "
-    "same settings skips micrographs already done; other settings are refused unless --overwrite. "
-    "OUTPUT may not be a folder of the inputs."
+    "Writes OUTPUT/micrographs/NAME.mrc (float32 copy, original resolution), masks/NAME.mrc (uint8 label "
+    "map: 1 = particle, 0 = background, 255 = unlabelled), coordinates/NAME.star (centres used), "
+    "labels.yaml (every setting) and qc.png (mask outlines and centres over the first micrographs: check "
+    "that the centres sit on particles). By default every pixel outside the particles is background (0); "
+    "for sparse or incomplete annotations, --background none leaves it unlabelled (255), "
+    "--background-coords labels discs around given background positions 0 and the rest 255, and "
+    "--keep-fraction F --seed S keeps a seeded subset of each micrograph's particles (sparse training "
+    "sets from full annotations). A rerun with the same settings skips micrographs already done; other "
+    "settings are refused unless --overwrite. OUTPUT may not be a folder of the inputs."
 )
 
 
@@ -116,6 +129,23 @@ def register(app: typer.Typer) -> None:
             None, "--projection-threshold",
             help="reproject: fraction of each projection's maximum, or 'li' (default 0.5 for a mask, "
             "li for a map)."),
+        keep_fraction: float = typer.Option(
+            1.0, "--keep-fraction",
+            help="Keep a seeded random subset of round(F x n) of each micrograph's n particles (at least 1), "
+            "0 < F <= 1: the mask and coordinates/NAME.star hold only these (sparse training sets)."),
+        seed: int = typer.Option(
+            0, "--seed", "--keep-seed",
+            help="Seed of the --keep-fraction subsets; with a hash of the micrograph name, so a "
+            "micrograph's subset does not depend on the other micrographs or on --shard."),
+        background: str = typer.Option(
+            None, "--background",
+            help="all (default): every non-particle pixel is background (0); none: only particles are "
+            "labelled (1), every other pixel is unlabelled (255). none is implied by --background-coords."),
+        background_coords: list[str] = typer.Option(
+            None, "--background-coords",
+            help="Coordinate files or a folder of them (formats as --coords, paired by file stem) of "
+            "positions known to be background: discs of the particle radius around them are labelled 0, "
+            "all else not particle 255; particles win on overlap. disk and threshold methods; repeatable."),
         qc_count: int = typer.Option(4, "--qc-count", help="Micrographs shown in qc.png (0: no figure)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Recompute every micrograph, also those "
                                        "OUTPUT holds from other settings."),
@@ -132,24 +162,31 @@ def register(app: typer.Typer) -> None:
         from crisp.config import check_output, validate_config
         from crisp.labels import LabelConfig, make_labels
 
-        _check_numbers(radius, radius_a, pixel_size, lowpass_sigma, window_factor, disk_fraction, qc_count)
+        _check_numbers(radius, radius_a, pixel_size, lowpass_sigma, window_factor, disk_fraction, qc_count,
+                       keep_fraction, seed)
+        _check_background(background)
         shard_spec = parse_shard(shard)
         check_output(output, "folder")
         if method != "reproject":
             check_radius_fits(micrographs, radius, radius_a, pixel_size)
-        config = validate_config(LabelConfig, {
+        values = {
             "method": method, "radius_px": radius, "radius_A": radius_a, "pixel_size": pixel_size,
             "flip_y": flip_y, "coord_format": coord_format, "threshold_method": threshold_method,
             "polarity": polarity, "lowpass_sigma_px": lowpass_sigma, "window_factor": window_factor,
-            "disk_fraction": disk_fraction, "qc_count": qc_count,
-            "projection_threshold": _projection_threshold(projection_threshold),
-        }, "command line")
+            "disk_fraction": disk_fraction, "qc_count": qc_count, "keep_fraction": keep_fraction,
+            "keep_seed": seed, "projection_threshold": _projection_threshold(projection_threshold),
+        }
+        if background is not None:  # only when given: --background-coords implies none otherwise
+            values["background"] = background
+        config = validate_config(LabelConfig, values, "command line")
         with execution(workers, scheduler):
             run = make_labels(micrographs, output, config, coordinates=coords or None, particles=particles,
-                              mask3d=mask3d, progress=progress, echo=typer.echo, overwrite=overwrite,
-                              keep_going=keep_going, shard=shard_spec)
+                              mask3d=mask3d, background_coords=background_coords or None, progress=progress,
+                              echo=typer.echo, overwrite=overwrite, keep_going=keep_going, shard=shard_spec)
         n_particles = sum(s["n_used"] for s in run.micrographs.values())
+        n_annotated = sum(s.get("n_annotated", s["n_used"]) for s in run.micrographs.values())
+        kept = f", kept of {n_annotated} annotated" if n_annotated != n_particles else ""
         typer.echo(f"{len(run.made)} micrographs labelled, {len(run.skipped)} already done "
-                   f"({n_particles} particles) in {run.seconds:.1f} s -> {run.out_dir}")
+                   f"({n_particles} particles{kept}) in {run.seconds:.1f} s -> {run.out_dir}")
         if run.qc_figure is not None:
             typer.echo(f"check the overlay: {run.qc_figure}")

@@ -4,9 +4,15 @@ Inputs are micrographs (MRC, TIFF, PNG, JPG) and, per micrograph, particle coord
 :mod:`crisp.io.coordinates` reads (paired by file stem), or a RELION particle STAR of a refinement
 together with a 3D mask for the ``reproject`` method. The output follows :mod:`crisp.dataset`:
 ``micrographs/NAME.mrc`` (float32 copy at the original resolution, pixel size in the header),
-``masks/NAME.mrc`` (uint8 0/1), ``coordinates/NAME.star`` (the centres used, original pixels),
-``labels.yaml`` (every setting and per-micrograph counts) and ``qc.png`` (overlay of the first
-micrographs).
+``masks/NAME.mrc`` (uint8 label map: 1 = particle, 0 = background, 255 = unlabelled),
+``coordinates/NAME.star`` (the centres used, original pixels), ``labels.yaml`` (every setting and
+per-micrograph counts) and ``qc.png`` (overlay of the first micrographs).
+
+Sparse labels (see :mod:`crisp.labels.sparse`): ``keep_fraction`` keeps a seeded subset of each
+micrograph's centres; ``background="none"`` labels only particle pixels (every other pixel is 255),
+and ``background_coords`` adds discs of asserted background (0) to such a map. With the defaults
+(``keep_fraction=1``, ``background="all"``, no background coordinates) every non-particle pixel is
+background, as before.
 
 The per-micrograph work runs on the batch engine (:mod:`crisp.batch`), one item per micrograph: a
 rerun skips micrographs done with the same settings and unchanged inputs, refuses other settings
@@ -28,7 +34,7 @@ import pandas as pd
 from pydantic import Field
 
 from crisp.config import StageConfig, save_yaml, to_plain
-from crisp.dataset import COORDINATES, MASKS, MICROGRAPHS
+from crisp.dataset import COORDINATES, MASKS, MICROGRAPHS, PARTICLE, UNLABELLED
 from crisp.errors import CrispError
 
 LABELS_FILE = "labels.yaml"
@@ -36,6 +42,9 @@ QC_FILE = "qc.png"
 METHODS = ("disk", "threshold", "reproject")
 VERB = "labels"
 _SETTINGS_IGNORED = ("qc_count",)  # settings that do not decide the outputs
+# sparse-label settings left out of the batch settings (and labels.yaml) at these values, so that a
+# folder labelled before they existed is still recognised as made with the same settings
+_SPARSE_DEFAULTS = {"keep_fraction": 1.0, "keep_seed": 0, "background": "all"}
 
 
 class LabelConfig(StageConfig):
@@ -55,6 +64,14 @@ class LabelConfig(StageConfig):
                                  "particle radius, so that particles packed edge to edge stay apart in the "
                                  "mask; the recorded particle diameter stays 2 x radius")
     projection_threshold: float | str | None = None
+    keep_fraction: float = Field(1.0, gt=0, le=1, description="keep a seeded random subset of round(F x n) "
+                                 "of each micrograph's n centres (at least 1): sparse training sets "
+                                 "from full annotations")
+    keep_seed: int = Field(0, ge=0, description="seed of the keep_fraction subsets (with a hash of the "
+                           "micrograph name, so a micrograph's subset does not depend on the others)")
+    background: Literal["all", "none"] = Field(
+        "all", description="all: every pixel that is not particle is background (0); none: only particle "
+        "pixels are labelled (1), every other pixel is unlabelled (255); background coordinates imply none")
     qc_count: int = 4
 
     def radius_for(self, pixel_size: float | None, where: str | os.PathLike[str] | None = None) -> float:
@@ -104,10 +121,32 @@ def _validate(config: LabelConfig) -> None:
         check_threshold_options(config.threshold_method, config.polarity)
     if config.window_factor < 1:
         raise CrispError(f"window factor must be at least 1 (got {config.window_factor})")
+    if not 0 < config.keep_fraction <= 1:
+        raise CrispError(f"--keep-fraction must be in (0, 1] (got {config.keep_fraction})")
+    if config.keep_seed < 0:
+        raise CrispError(f"--seed must be a non-negative integer (got {config.keep_seed})")
+
+
+def _with_background_coords(config: LabelConfig, background_coords) -> LabelConfig:
+    """``config`` with ``background="none"`` when background coordinates are given (they imply it)."""
+    if background_coords is None:
+        return config
+    if config.method == "reproject":
+        raise CrispError("--background-coords works with methods disk and threshold, not reproject")
+    if config.background == "all" and "background" in config.model_fields_set:
+        raise CrispError("--background all labels every non-particle pixel as background; it cannot go "
+                         "with --background-coords (which leaves pixels outside their discs unlabelled)")
+    return config.model_copy(update={"background": "none"})
 
 
 def _settings(config: LabelConfig) -> dict:
-    return {k: v for k, v in to_plain(config).items() if k not in _SETTINGS_IGNORED}
+    settings = {k: v for k, v in to_plain(config).items() if k not in _SETTINGS_IGNORED}
+    if config.keep_fraction == 1:
+        settings.pop("keep_seed")  # no subset is drawn: the seed decides nothing
+    for key, default in _SPARSE_DEFAULTS.items():
+        if key in settings and settings[key] == default:
+            del settings[key]
+    return settings
 
 
 def _drop_outside(df: pd.DataFrame, shape: tuple[int, int]) -> tuple[pd.DataFrame, int]:
@@ -195,6 +234,24 @@ def _item_inputs(mic_path: Path, source: Path | pd.DataFrame, table_file: Path |
     return (mic_path, source)
 
 
+def _source_inputs(source: Path | pd.DataFrame | None, table_file: Path | None) -> tuple[Path, ...]:
+    """The files behind one micrograph's background coordinates (none, its file, or the shared table)."""
+    if source is None:
+        return ()
+    if isinstance(source, pd.DataFrame):
+        return () if table_file is None else (table_file,)
+    return (source,)
+
+
+def _table_file(pairs: list, coordinates) -> Path | None:
+    """The one multi-micrograph table the pairs' rows came from, if they came from one."""
+    from crisp.io.coordinates import list_coordinate_files
+
+    if pairs and isinstance(pairs[0][1], pd.DataFrame):
+        return list_coordinate_files(coordinates, expand_index=True)[0]
+    return None
+
+
 class _Labeller:
     """The batch item function of :func:`make_labels`: one micrograph -> micrograph, mask, centres."""
 
@@ -207,7 +264,7 @@ class _Labeller:
         from crisp.io.micrographs import read_micrograph, write_mrc
 
         config, name = self.config, item.name
-        mic_path, source = item.data
+        mic_path, source, background_source = item.data
         mic = read_micrograph(mic_path, pixel_size=config.pixel_size)
         if config.method == "reproject":
             pixel_size = config.pixel_size or mic.pixel_size
@@ -238,7 +295,22 @@ class _Labeller:
                        "ignored")
             self.messages.append(message)
             self.say("warning: " + message)
+        n_annotated = len(table)
+        if config.keep_fraction < 1:
+            from crisp.labels.sparse import keep_subset
+
+            table = keep_subset(table, config.keep_fraction, config.keep_seed, name)
         mask, extra = _mask_for(config.method, config, mic.data, table, radius_px, pixel_size, self.volume)
+        n_background = None
+        if config.background != "all":
+            from crisp.labels.sparse import label_map
+
+            background = None
+            if background_source is not None:
+                centres_bg = self._background_centres(background_source, mic_path, mic.shape)
+                n_background = len(centres_bg)
+                background = self._background_discs(mic.shape, centres_bg, radius_px)
+            mask = label_map(mask, background)
         centres = table.copy()
         centres["rlnMicrographName"] = f"{name}.mrc"
         keep = ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY"] + [
@@ -252,10 +324,31 @@ class _Labeller:
         stats = to_plain({"source": str(mic_path), "coordinates": coord_source, "shape": list(mic.shape),
                           "pixel_size": pixel_size, "radius_px": radius_px,
                           "diameter_px": None if radius_px is None else 2 * radius_px,
-                          "n_coordinates": n_read, "n_used": len(table), "n_outside": n_outside,
-                          "mask_fraction": round(float(mask.mean()), 6), **extra})
+                          "n_coordinates": n_read, "n_outside": n_outside, "n_annotated": n_annotated,
+                          "n_used": len(table), "keep_fraction": config.keep_fraction,
+                          "background": config.background, "n_background": n_background,
+                          "mask_fraction": round(float((mask == PARTICLE).mean()), 6),
+                          "unlabelled_fraction": round(float((mask == UNLABELLED).mean()), 6), **extra})
         # the record's JSON sorts keys: keep their order for labels.yaml
         return {"stats": stats, "keys": list(stats), "messages": self.messages[-1:] if n_outside else []}
+
+    def _background_centres(self, source: Path | pd.DataFrame, mic_path: Path,
+                            shape: tuple[int, int]) -> pd.DataFrame:
+        """The asserted background positions of one micrograph (same --coord-format and --flip-y)."""
+        from crisp.io.coordinates import flip_y, read_coordinates
+
+        if isinstance(source, pd.DataFrame):
+            return flip_y(source, shape[0]) if self.config.flip_y else source.copy()
+        return read_coordinates(source, self.config.coord_format, micrograph_name=mic_path.name,
+                                micrograph_shape=shape, flip_y=self.config.flip_y)
+
+    @staticmethod
+    def _background_discs(shape: tuple[int, int], centres: pd.DataFrame, radius_px: float) -> np.ndarray:
+        """Discs of the particle radius (pixels) around asserted background positions (0/1)."""
+        from crisp.labels.disk import disk_mask
+
+        return disk_mask(shape, centres["rlnCoordinateX"].to_numpy(float),
+                         centres["rlnCoordinateY"].to_numpy(float), radius_px)
 
 
 def _output(sub: str, name: str, suffix: str = ".mrc") -> str:
@@ -273,6 +366,7 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
                 coordinates: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
                 particles: str | os.PathLike[str] | None = None,
                 mask3d: str | os.PathLike[str] | None = None,
+                background_coords: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
                 progress: bool = True, echo: Callable[[str], None] | None = None,
                 overwrite: bool = False, keep_going: bool = False,
                 shard: tuple[int, int] | None = None) -> LabelRun:
@@ -292,6 +386,13 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
         ``config.flip_y`` when the picker counted rows from the other edge.
     particles, mask3d
         RELION particle STAR of a refinement and a 3D mask or map (MRC), for ``reproject``.
+    background_coords
+        Coordinate files or a folder of them (any format ``coordinates`` may have, read with the same
+        ``coord_format`` and ``flip_y``), paired with the micrographs by file stem: positions the user
+        asserts are background. Discs of the particle radius around them are labelled background (0),
+        every other pixel that is not particle unlabelled (255); particle pixels win where they overlap.
+        A micrograph without such a file has no background disc. Implies ``config.background="none"``;
+        refused with an explicit ``background="all"`` and with the ``reproject`` method.
     progress
         Show a progress bar.
     echo
@@ -313,7 +414,8 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
     ------
     CrispError
         No micrographs, no pairs, radius missing, Å radius without pixel size, a coordinate file
-        whose every centre falls outside its micrograph, settings that differ from those of a
+        whose every centre falls outside its micrograph, a keep fraction outside (0, 1], background
+        coordinates with ``background="all"`` or ``reproject``, settings that differ from those of a
         previous run in ``out_dir`` (without ``overwrite``), an output folder that is an input
         folder, unreadable inputs.
     """
@@ -321,10 +423,9 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
 
     from crisp import __version__
     from crisp.batch import Item, read_records, run_batch
-    from crisp.io.coordinates import list_coordinate_files
     from crisp.io.micrographs import list_micrographs
 
-    config = config or LabelConfig()
+    config = _with_background_coords(config or LabelConfig(), background_coords)
     _validate(config)
     say = echo or tqdm.write
     out = Path(out_dir)
@@ -347,23 +448,34 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
             raise CrispError(f"method '{config.method}' needs coordinates: give --coords")
         pairs, matching, report = _pair_coordinates(mic_paths, coordinates, config)
         coord_source = str(to_plain(coordinates))
-        if pairs and isinstance(pairs[0][1], pd.DataFrame):
-            table_file = list_coordinate_files(coordinates, expand_index=True)[0]
+        table_file = _table_file(pairs, coordinates)
     say(report)
     if not pairs:
         raise CrispError("no micrograph could be paired with coordinates (pairing is by file stem); "
                          "nothing to do", out)
+    background_by_mic: dict[Path, Path | pd.DataFrame] = {}
+    background_table: Path | None = None
+    if background_coords is not None:
+        bg_pairs, bg_matching, bg_report = _pair_coordinates(mic_paths, background_coords, config)
+        background_table = _table_file(bg_pairs, background_coords)
+        background_by_mic = dict(bg_pairs)
+        matching["background"] = bg_matching
+        say("background coordinates: " + bg_report)
     settings = _settings(config)
     inputs = {"micrographs": [str(p) for p in mic_paths] if len(mic_paths) <= 50 else str(micrographs),
               "coordinates": None if coordinates is None else to_plain(coordinates),
               "particles": None if particles is None else str(particles),
               "mask3d": None if mask3d is None else str(mask3d)}
+    if background_coords is not None:
+        inputs["background_coords"] = to_plain(background_coords)
     extra_inputs = tuple(Path(p) for p in (particles, mask3d) if p is not None)
-    items = [Item(mic_path.stem, inputs=_item_inputs(mic_path, source, table_file) + extra_inputs,
+    items = [Item(mic_path.stem, inputs=_item_inputs(mic_path, source, table_file) + extra_inputs
+                  + _source_inputs(background_by_mic.get(mic_path), background_table),
                   outputs=(_output(MICROGRAPHS, mic_path.stem), _output(MASKS, mic_path.stem),
                            _output(COORDINATES, mic_path.stem, ".star")),
-                  data=(mic_path, source)) for mic_path, source in pairs]
-    input_dirs = [p for p in _paths(micrographs) + _paths(coordinates) if Path(p).is_dir()]
+                  data=(mic_path, source, background_by_mic.get(mic_path))) for mic_path, source in pairs]
+    input_dirs = [p for p in _paths(micrographs) + _paths(coordinates) + _paths(background_coords)
+                  if Path(p).is_dir()]
     labeller = _Labeller(config, coord_source, volume, say)
     result = run_batch(VERB, items, labeller, out, settings, overwrite=overwrite, keep_going=keep_going,
                        progress=progress, shard=shard, input_dirs=input_dirs)
@@ -378,11 +490,14 @@ def make_labels(micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike
         "diameter_px": (2 * radii.pop()) if len(radii) == 1 and None not in radii else None,
         "radius_px": config.radius_px, "radius_A": config.radius_A,
         "pixel_size": pixel_sizes.pop() if len(pixel_sizes) == 1 else None,
+        "background": config.background,
+        "keep_fraction": config.keep_fraction,
         "settings": settings,
         "inputs": inputs,
         "matching": matching,
         "n_micrographs": len(stats),
         "n_particles": int(sum(s["n_used"] for s in stats.values())),
+        "n_annotated": int(sum(s.get("n_annotated", s["n_used"]) for s in stats.values())),
         "n_outside": int(sum(s["n_outside"] for s in stats.values())),
         "micrographs": stats,
         "complete": len(stats) == len(names),
