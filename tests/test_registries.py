@@ -239,10 +239,16 @@ def _logits_for(labels, margin):
     return (2 * onehot - 1) * margin
 
 
+def _build(spec):
+    """build_loss with the class prior of _labels() (everything labelled: pi = lambda) for nnpu."""
+    fraction = float((_labels() == 1).float().mean())
+    return L.build_loss(spec, {"prior": fraction, "labelled": fraction})
+
+
 def test_loss_registry_names_and_aliases():
-    assert L.LOSS_NAMES == ("dice", "jaccard", "tversky", "lovasz", "cross-entropy", "focal")
+    assert L.LOSS_NAMES == ("dice", "jaccard", "tversky", "lovasz", "cross-entropy", "focal", "nnpu")
     assert L.LOSS_ALIASES == {"iou": "jaccard", "ce": "cross-entropy", "crossentropy": "cross-entropy",
-                              "cross_entropy": "cross-entropy"}
+                              "cross_entropy": "cross-entropy", "pu": "nnpu"}
     for alias, name in L.LOSS_ALIASES.items():
         assert L.resolve_loss(alias.upper()) == name
 
@@ -250,7 +256,7 @@ def test_loss_registry_names_and_aliases():
 @pytest.mark.parametrize("name", LOSS_CASES)
 def test_loss_entry_orders_perfect_random_wrong(name):
     labels = _labels()
-    loss = L.build_loss(name)
+    loss = _build(name)
     perfect = float(loss(_logits_for(labels, 20.0), labels))
     random = float(loss(torch.randn(2, 2, 16, 16, generator=torch.Generator().manual_seed(0)), labels))
     wrong = float(loss(_logits_for(labels, -20.0), labels))
@@ -264,10 +270,10 @@ def test_loss_entry_orders_perfect_random_wrong(name):
 def test_loss_entry_passes_gradients_and_matches_its_canonical_name(name):
     labels = _labels()
     logits = torch.randn(2, 2, 16, 16, generator=torch.Generator().manual_seed(1), requires_grad=True)
-    value = L.build_loss(name)(logits, labels)
+    value = _build(name)(logits, labels)
     value.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
-    canonical = L.build_loss(L.resolve_loss(name))(logits, labels)
+    canonical = _build(L.resolve_loss(name))(logits, labels)
     assert float(value.detach()) == float(canonical)
 
 
@@ -275,9 +281,9 @@ def test_loss_entry_passes_gradients_and_matches_its_canonical_name(name):
 def test_weighted_sum_of_two_entries(first, second):
     labels = _labels()
     logits = torch.randn(2, 2, 16, 16, generator=torch.Generator().manual_seed(2))
-    combo = L.build_loss(f"{first} + 0.25*{second}")
+    combo = _build(f"{first} + 0.25*{second}")
     assert combo.names == [first, second] and combo.weights == [1.0, 0.25]
-    expected = float(L.build_loss(first)(logits, labels)) + 0.25 * float(L.build_loss(second)(logits, labels))
+    expected = float(_build(first)(logits, labels)) + 0.25 * float(_build(second)(logits, labels))
     assert float(combo(logits, labels)) == pytest.approx(expected, rel=1e-6)
 
 
@@ -286,7 +292,7 @@ def test_a_new_loss_is_one_entry(monkeypatch):
     monkeypatch.setitem(L.LOSSES, entry.name, entry)
     monkeypatch.setitem(L.LOSS_ALIASES, "mse", entry.name)
     labels = _labels()
-    loss = L.build_loss("dice + 2*MSE")
+    loss = _build("dice + 2*MSE")
     assert loss.names == ["dice", "mse-prob"]
     assert float(loss(_logits_for(labels, 20.0), labels)) < 1e-3
 
@@ -313,4 +319,4 @@ def test_bad_loss_specs_are_crisp_errors(spec, message):
     # before the registry, all but the last two raised TypeError, AttributeError or ValueError, or gave
     # a loss (0 weight, inf weight, NaN)
     with pytest.raises(CrispError, match=message):
-        L.build_loss(spec)
+        _build(spec)

@@ -6,7 +6,8 @@ Micrographs and masks are loaded once. Images are binned by Fourier cropping
 float, Fourier-cropped, thresholded at 0.5), so a binned mask lies on exactly the binned image's
 pixel grid whatever convention the binning uses.
 
-Patches are square, ``patch_px`` pixels of the binned image, at uniformly random positions,
+Patches are square, ``patch_px`` pixels of the binned image, at uniformly random positions (or,
+for a chosen fraction of them, around a random labelled particle pixel: sparse labels),
 augmented by random horizontal/vertical flips and 90-degree rotations and, when asked, by a random
 change of contrast, sharpness and noise (:func:`photometric_jitter`). The random generator of
 item ``i`` in epoch ``e`` is seeded with ``(seed, e, i)``, so runs are reproducible and each
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crisp.dataset import DatasetFolder
+from crisp.dataset import UNLABELLED, DatasetFolder
 from crisp.errors import CrispError
 from crisp.io.micrographs import read_micrograph
 
@@ -39,11 +40,24 @@ def bin_image(image: np.ndarray, factor: float) -> np.ndarray:
 
 
 def bin_mask(mask: np.ndarray, factor: int) -> np.ndarray:
-    """Bin a 0/1 mask on the same grid as :func:`bin_image`: Fourier-crop, threshold 0.5, uint8."""
+    """Bin a label map on the same grid as :func:`bin_image`: Fourier-crop, threshold 0.5, uint8.
+
+    Values: 1 particle, 0 background, :data:`~crisp.dataset.UNLABELLED` (255) unlabelled. The
+    particle indicator and the labelled indicator are binned separately; a binned pixel is unlabelled
+    where less than half of it was labelled, else particle where more than half of it was particle.
+    A map without unlabelled pixels gives the 0/1 result of binning its particle indicator alone.
+    """
     mask = np.asarray(mask)
+    unlabelled = mask == UNLABELLED
+    particle = (mask > 0) & ~unlabelled
     if factor == 1:
-        return (mask > 0).astype(np.uint8)
-    return (bin_image((mask > 0).astype(np.float32), factor) > 0.5).astype(np.uint8)
+        out = particle.astype(np.uint8)
+    else:
+        out = (bin_image(particle.astype(np.float32), factor) > 0.5).astype(np.uint8)
+    if unlabelled.any():
+        labelled = ~unlabelled if factor == 1 else bin_image((~unlabelled).astype(np.float32), factor) > 0.5
+        out[~labelled] = UNLABELLED
+    return out
 
 
 def normalize_image(image: np.ndarray, method: str) -> np.ndarray:
@@ -127,21 +141,34 @@ def photometric_jitter(patch: np.ndarray, rng: np.random.Generator) -> np.ndarra
 
 
 def random_patches(image: np.ndarray, mask: np.ndarray, patch_px: int, count: int,
-                   rng: np.random.Generator, augment: bool = True, photometric: bool = False
+                   rng: np.random.Generator, augment: bool = True, photometric: bool = False,
+                   positive_fraction: float = 0.0, positives: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
     """``count`` random square patches of ``image`` and ``mask`` with flips and 90-degree rotations.
 
     Images smaller than a patch are padded by reflection. ``photometric``: each image patch also gets
     :func:`photometric_jitter` (after the geometric draws, so that without it the patches are the
-    same as before). Returns float32 ``[count, 1, P, P]`` and int64 ``[count, P, P]``.
+    same as before). ``positive_fraction``: each patch, with this probability, is placed so that it
+    holds a random labelled particle pixel (``positives``: flat indices of the mask's pixels equal to
+    1, computed when None) at a uniformly random place inside it; 0 (the default) draws exactly the
+    patches it drew before the option existed. Returns float32 ``[count, 1, P, P]`` and int64
+    ``[count, P, P]`` (values 0, 1 and 255 = unlabelled).
     """
     image, mask = _pad_to(image, patch_px), _pad_to(mask, patch_px)
     ny, nx = image.shape
+    if positive_fraction > 0 and positives is None:
+        positives = np.flatnonzero(mask == 1)
     images = np.empty((count, 1, patch_px, patch_px), np.float32)
     masks = np.empty((count, patch_px, patch_px), np.int64)
     for k in range(count):
-        y0 = int(rng.integers(0, ny - patch_px + 1))
-        x0 = int(rng.integers(0, nx - patch_px + 1))
+        has_positives = positives is not None and positives.size > 0
+        if positive_fraction > 0 and has_positives and rng.random() < positive_fraction:
+            py, px = divmod(int(positives[rng.integers(0, positives.size)]), nx)
+            y0 = int(np.clip(py - rng.integers(0, patch_px), 0, ny - patch_px))
+            x0 = int(np.clip(px - rng.integers(0, patch_px), 0, nx - patch_px))
+        else:
+            y0 = int(rng.integers(0, ny - patch_px + 1))
+            x0 = int(rng.integers(0, nx - patch_px + 1))
         img = image[y0:y0 + patch_px, x0:x0 + patch_px]
         msk = mask[y0:y0 + patch_px, x0:x0 + patch_px]
         if augment:
@@ -162,11 +189,13 @@ class PatchDataset:
 
     Its length is ``len(samples) * repeats``. Call :meth:`set_epoch` before each epoch; item ``i``
     of epoch ``e`` draws its patches from ``np.random.default_rng((seed, e, i))``.
+    ``positive_fraction``: see :func:`random_patches`.
     A DataLoader batch of ``B`` items has images ``[B, K, 1, P, P]`` and masks ``[B, K, P, P]``.
     """
 
     def __init__(self, samples: list[Sample], patch_px: int, patches_per_micrograph: int = 4,
-                 seed: int = 0, repeats: int = 1, augment: bool = True, photometric: bool = False) -> None:
+                 seed: int = 0, repeats: int = 1, augment: bool = True, photometric: bool = False,
+                 positive_fraction: float = 0.0) -> None:
         if not samples:
             raise CrispError("no training micrographs")
         self.samples = samples
@@ -176,6 +205,8 @@ class PatchDataset:
         self.repeats = int(repeats)
         self.augment = augment
         self.photometric = photometric
+        self.positive_fraction = float(positive_fraction)
+        self.positives: dict[int, np.ndarray] = {}
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -187,8 +218,14 @@ class PatchDataset:
     def __getitem__(self, index: int):
         import torch
 
-        sample = self.samples[index % len(self.samples)]
+        which = index % len(self.samples)
+        sample = self.samples[which]
         rng = np.random.default_rng((self.seed, self.epoch, int(index)))
+        positives = None
+        if self.positive_fraction > 0:
+            if which not in self.positives:  # flat indices into the mask as padded to a patch
+                self.positives[which] = np.flatnonzero(_pad_to(sample.mask, self.patch_px) == 1)
+            positives = self.positives[which]
         images, masks = random_patches(sample.image, sample.mask, self.patch_px, self.count, rng,
-                                       self.augment, self.photometric)
+                                       self.augment, self.photometric, self.positive_fraction, positives)
         return torch.from_numpy(images), torch.from_numpy(masks)

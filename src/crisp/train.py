@@ -89,10 +89,14 @@ def check_config(config: TrainConfig, *, check_init: bool = True) -> None:
     """
     import torch
 
+    from crisp.models.losses import needs_prior
     from crisp.models.zoo import parse_loss_spec
     from crisp.training.module import build_network
 
     parse_loss_spec(config.loss)
+    if needs_prior(config.loss) and config.class_prior is None and config.expected_particles is None:
+        raise CrispError(f"loss '{config.loss}' needs the class prior: give the expected number of "
+                         "particles per training micrograph (--expected-particles N)")
     with torch.random.fork_rng(devices=[]):
         build_network(config)
         if config.init is not None and check_init:
@@ -148,9 +152,36 @@ def _quiet_lightning() -> None:
         target.addFilter(_NoAdvertisement())
 
 
+def class_prior(folder: DatasetFolder, names: list[str], masks: list, expected_particles: float
+                ) -> tuple[float, float]:
+    """``(prior, labelled)``: fractions of the training pixels that are particle and labelled particle.
+
+    ``labelled`` is counted on the binned label maps ``masks`` (pixels equal to 1). The area of one
+    particle is the labelled area divided by the number of labelled particles (rows of
+    ``coordinates/NAME.star`` of the named micrographs), so that ``prior = expected_particles x
+    that area x micrographs / pixels`` follows the label method's particle shape. ``prior`` is at
+    least ``labelled`` (more labelled particles than expected: everything unlabelled is background)
+    and at most 0.95.
+    """
+    import numpy as np
+
+    from crisp.dataset import read_true_centres
+
+    pixels = float(sum(m.size for m in masks))
+    positive = float(sum(int(np.count_nonzero(m == 1)) for m in masks))
+    centres = read_true_centres(folder.root, names, required=False)
+    n_labelled = 0 if centres is None else len(centres)
+    if positive == 0 or n_labelled == 0:
+        raise CrispError("the training label maps hold no particle (or the dataset no coordinates/): "
+                         "the class prior of a positive-unlabelled loss cannot be set", folder.root)
+    labelled = positive / pixels
+    prior = expected_particles * (positive / n_labelled) * len(masks) / pixels
+    return float(min(max(prior, labelled), 0.95)), float(labelled)
+
+
 def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
           split: Split | str | os.PathLike[str] | None = None, resume: bool = False,
-          progress: bool = True) -> Path:
+          progress: bool = True, val_dataset: str | os.PathLike[str] | None = None) -> Path:
     """Train a segmentation network on a dataset folder; return the run directory ``out_dir``.
 
     Parameters
@@ -166,6 +197,9 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
         A :class:`~crisp.dataset.Split` or a manifest path; default ``DATASET/split.yaml``.
     resume
         Continue from ``out_dir/checkpoints/last.ckpt`` with the run's own ``config.yaml``.
+    val_dataset
+        Another dataset folder holding the validation micrographs (e.g. fully annotated, while the
+        training labels are sparse); default ``dataset_dir``. Give it again when resuming.
     progress
         Show progress: Lightning's progress bar when stderr is a terminal, otherwise one line per
         epoch on stderr (:class:`crisp.training.callbacks.EpochLines`).
@@ -193,6 +227,7 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
         raise CrispError("the run directory already holds a run; use --resume or another folder", run.path)
     config = _adopt_init_model(config)
     folder = DatasetFolder.open(dataset_dir)
+    val_folder = DatasetFolder.open(val_dataset) if val_dataset is not None else folder
     the_split = _resolve_split(folder, split)
     if not the_split.val:
         raise CrispError("the split has no validation micrographs (needed to choose the best epoch)")
@@ -211,9 +246,12 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
     run.save_split(the_split)
 
     train_samples = load_samples(folder, the_split.train, config.bin, config.normalize, mode == "bar")
-    val_samples = load_samples(folder, the_split.val, config.bin, config.normalize, mode == "bar")
+    val_samples = load_samples(val_folder, the_split.val, config.bin, config.normalize, mode == "bar")
+    config = _fill_label_settings(config, folder, the_split.train, [s.mask for s in train_samples])
+    run.save_config(config)
     dataset = PatchDataset(train_samples, config.patch_px, config.patches_per_micrograph, config.seed,
-                           config.repeats, config.augment, config.augment_photometric)
+                           config.repeats, config.augment, config.augment_photometric,
+                           config.positive_fraction or 0.0)
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = torch.utils.data.DataLoader(dataset, batch_size=config.micrographs_per_batch, shuffle=True,
                                                num_workers=config.num_workers, generator=generator,
@@ -263,6 +301,29 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
     wall = time.perf_counter() - start
     _write_summary(run, module, wall, resume)
     return run.path
+
+
+def _fill_label_settings(config: TrainConfig, folder: DatasetFolder, names: list[str], masks: list
+                         ) -> TrainConfig:
+    """Fill in what the training labels decide: ``positive_fraction`` (0.5 when the label maps hold
+    unlabelled pixels, else 0) and, for a loss that needs it, ``class_prior`` and ``labelled_fraction``
+    from ``expected_particles`` (:func:`class_prior`). Values already set (a resumed run) are kept."""
+    import numpy as np
+
+    from crisp.dataset import UNLABELLED
+    from crisp.models.losses import needs_prior
+
+    update: dict[str, Any] = {}
+    if config.positive_fraction is None:
+        sparse = any(bool(np.any(m == UNLABELLED)) for m in masks)
+        update["positive_fraction"] = 0.5 if sparse else 0.0
+    if needs_prior(config.loss) and config.class_prior is None:
+        if config.expected_particles is None:
+            raise CrispError(f"loss '{config.loss}' needs the class prior: give the expected number of "
+                             "particles per training micrograph (--expected-particles N)")
+        prior, labelled = class_prior(folder, names, masks, config.expected_particles)
+        update.update(class_prior=prior, labelled_fraction=labelled)
+    return config.model_copy(update=update) if update else config
 
 
 def _write_summary(run: Run, module, wall_s: float, resume: bool) -> None:

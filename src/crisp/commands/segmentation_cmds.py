@@ -46,12 +46,22 @@ def register(app: typer.Typer) -> None:
                                    "without; with --config, the file's own preset)."),
         config: Path = typer.Option(None, "--config", help="YAML file of TrainConfig values."),
         split: Path = typer.Option(None, "--split", help="Split manifest (default DATASET/split.yaml)."),
+        val_dataset: Path = typer.Option(None, "--val-dataset", help="Dataset folder of the validation "
+                                         "micrographs (e.g. fully annotated while DATASET's labels are "
+                                         "sparse; default DATASET). Give it again with --resume."),
         arch: str = typer.Option(None, "--arch", help="Architecture (see `crisp models`)."),
         encoder: str = typer.Option(None, "--encoder", help="Encoder (smp name or tu-<timm model>)."),
         encoder_depth: int = typer.Option(None, "--encoder-depth", help="Encoder stages (3-5)."),
         encoder_weights: Path = typer.Option(None, "--encoder-weights",
                                              help="Local encoder state-dict file (default: random)."),
-        loss: str = typer.Option(None, "--loss", help="Loss, e.g. dice or 'dice+0.5*focal'."),
+        loss: str = typer.Option(None, "--loss", help="Loss, e.g. dice or 'dice+0.5*focal'; nnpu (or "
+                                 "'dice+nnpu') learns from sparse labels as positive-unlabelled data."),
+        expected_particles: float = typer.Option(
+            None, "--expected-particles", help="Particles per training micrograph you expect, annotated or "
+            "not (the class prior of the nnpu loss)."),
+        positive_fraction: float = typer.Option(
+            None, "--positive-fraction", help="Share of training patches placed on a labelled particle "
+            "(default 0.5 when the label maps hold unlabelled pixels, else 0)."),
         bin_factor: int = typer.Option(None, "--bin", help="Binning factor of the micrographs."),
         normalize: str = typer.Option(None, "--normalize", help="gmm | zscore | none."),
         patch: int = typer.Option(None, "--patch", help="Patch size in binned pixels (multiple of 32)."),
@@ -93,10 +103,12 @@ def register(app: typer.Typer) -> None:
                 micrographs_per_batch=batch, repeats=repeats, lr=lr, lr_cnn=lr_cnn, lr_crf=lr_crf,
                 init=str(init) if init else None, early_stopping_patience=patience, val_every=val_every,
                 augment_photometric=photometric, seed=seed, threads=threads,
+                expected_particles=expected_particles, positive_fraction=positive_fraction,
                 crf=dict(kind=crf, solver=solver, iterations=crf_iterations, feature_source=feature_source))
             if preset == AUTO_PRESET and cfg.preset is not None:
                 typer.echo(f"preset: {cfg.preset}")
-        run = Run(train(cfg, dataset, output, split=split, resume=resume, progress=not no_progress))
+        run = Run(train(cfg, dataset, output, split=split, resume=resume, progress=not no_progress,
+                        val_dataset=val_dataset))
         summary = run.summary()
         typer.echo(f"best epoch {summary['best_epoch']}: val IoU {summary['best_val_iou']:.4f}, "
                    f"F1 {summary['best_val_f1']:.4f}; run directory {run.path}")
@@ -151,21 +163,56 @@ def register(app: typer.Typer) -> None:
         subset: str = typer.Option("test", "--subset", help="train | val | test | all."),
         threshold: float = typer.Option(0.5, "--threshold", help="Foreground where p >= threshold."),
         output: Path = typer.Option(None, "-o", "--output", help="Write the metrics as JSON."),
+        picker: Path = typer.Option(None, "--picker", help="picker.yaml: also pick the maps with it and "
+                                    "score the picks against DATASET/coordinates (radius matching at "
+                                    "half the diameter; box mAP)."),
+        expected_particles: float = typer.Option(
+            None, "--expected-particles", help="The truth is sparse (only some particles annotated) and "
+            "you expect N particles per micrograph: report recall only, and with --picker the recall "
+            "of the N best picks per micrograph; precision, F1, IoU, AP and mAP are left out."),
     ) -> None:
-        """Pixel IoU, precision, recall, accuracy and F1 of probability maps against true masks."""
+        """Pixel IoU, precision, recall, accuracy and F1 of probability maps against true masks.
+
+        With --picker, also picking precision, recall, F1 and AP (radius matching at half the
+        particle diameter, at the picker's threshold) and box mAP. With --expected-particles N
+        (sparse truth), only recall: pixel recall, and with --picker the recall at the picker's
+        threshold and the recall of the N highest-scoring picks of each micrograph.
+        """
         from crisp.atomic import write_text_atomic
         from crisp.config import check_output
         from crisp.metrics.pixel import check_threshold, evaluate_folder
+        from crisp.workflow.evaluate_run import SPARSE_NOTE, check_expected_particles
 
         check_threshold(threshold)
+        expected_particles = check_expected_particles(expected_particles)
         check_output(output, "file")
 
         table, pooled = evaluate_folder(prob_dir, dataset, subset=subset, threshold=threshold)
-        cols = ["micrograph", "iou", "precision", "recall", "accuracy", "f1"]
+        sparse = expected_particles is not None
+        cols = ["micrograph", "recall"] if sparse else ["micrograph", "iou", "precision", "recall",
+                                                        "accuracy", "f1"]
         typer.echo(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         typer.echo("pooled: " + ", ".join(f"{k} {pooled[k]:.4f}" for k in cols[1:]))
+        data = {"subset": subset, "threshold": threshold, "pooled": pooled,
+                "per_micrograph": table.to_dict("records")}
+        if sparse:
+            data = {"subset": subset, "threshold": threshold, "sparse_truth": True,
+                    "expected_particles": expected_particles,
+                    "pooled": {k: pooled[k] for k in ("recall", "tp", "fn", "micrographs") if k in pooled},
+                    "per_micrograph": table[cols].to_dict("records")}
+        if picker is not None:
+            from crisp.workflow.evaluate_run import score_maps_picks
+
+            picking, box = score_maps_picks(prob_dir, dataset, table["micrograph"].astype(str), picker,
+                                            expected_particles)
+            shown = (["recall", "recall_at_n", "picks_per_micrograph", "n_picks_at_threshold", "n_truth"]
+                     if sparse else ["precision", "recall", "F1", "AP", "n_picks", "n_truth"])
+            typer.echo(f"picking (radius {picking['radius_px']:.4g} px, threshold {picking['threshold']}): "
+                       + ", ".join(f"{k} {picking[k]:.4g}" for k in shown)
+                       + (f"; box mAP {box['mAP']:.4f}" if box else ""))
+            data.update({"picking": picking, **({"box": box} if box else {})})
+        if sparse:
+            typer.echo(f"not reported: {SPARSE_NOTE}")
         if output is not None:
-            data = {"subset": subset, "threshold": threshold, "pooled": pooled,
-                    "per_micrograph": table.to_dict("records")}
             write_text_atomic(output, json.dumps(data, indent=2) + "\n")
             typer.echo(f"wrote {output}")

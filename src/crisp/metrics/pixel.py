@@ -39,13 +39,19 @@ def check_threshold(threshold: float, option: str = "--threshold") -> float:
     return value
 
 
-def _stats(pred: np.ndarray, truth: np.ndarray, threshold: float):
+def _stats(pred: np.ndarray, truth: np.ndarray, threshold: float, ignore_value: int | None = None):
     import segmentation_models_pytorch as smp
     import torch
 
-    output = torch.from_numpy((np.asarray(pred, dtype=np.float32) >= threshold).astype(np.int64))[None, None]
-    target = torch.from_numpy((np.asarray(truth) != 0).astype(np.int64))[None, None]
-    return smp.metrics.get_stats(output, target, mode="binary", threshold=None)
+    truth = np.asarray(truth)
+    output = (np.asarray(pred, dtype=np.float32) >= threshold).astype(np.int64)
+    target = (truth != 0).astype(np.int64)
+    if ignore_value is not None:
+        labelled = truth != ignore_value
+        if not labelled.all():  # count the labelled pixels only
+            output, target = output[labelled], target[labelled]
+    return smp.metrics.get_stats(torch.from_numpy(output)[None, None], torch.from_numpy(target)[None, None],
+                                 mode="binary", threshold=None)
 
 
 def _scores(tp, fp, fn, tn):
@@ -71,7 +77,8 @@ def scores_from_counts(tp: float, fp: float, fn: float, tn: float) -> dict[str, 
 
 
 def pixel_metrics(pred_masks: Mapping[str, np.ndarray], true_masks: Mapping[str, np.ndarray],
-                  threshold: float = 0.5) -> tuple[pd.DataFrame, dict[str, float]]:
+                  threshold: float = 0.5, ignore_value: int | None = None
+                  ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Pixel metrics per micrograph and pooled over the set.
 
     Parameters
@@ -83,6 +90,9 @@ def pixel_metrics(pred_masks: Mapping[str, np.ndarray], true_masks: Mapping[str,
         predicted name must be present.
     threshold
         Foreground where ``pred >= threshold``; strictly between 0 and 1 (else :class:`CrispError`).
+    ignore_value
+        Pixels of a true mask with this value are left out of every count (a CRISP label map's
+        :data:`~crisp.dataset.UNLABELLED`); None: every pixel counts.
 
     Returns
     -------
@@ -106,7 +116,7 @@ def pixel_metrics(pred_masks: Mapping[str, np.ndarray], true_masks: Mapping[str,
         if pred.shape != truth.shape:
             raise CrispError(f"micrograph '{name}': prediction shape {pred.shape} differs from the "
                              f"mask's {truth.shape}")
-        stats.append(_stats(pred, truth, threshold))
+        stats.append(_stats(pred, truth, threshold, ignore_value))
     tp, fp, fn, tn = (torch.cat([s[i] for s in stats]) for i in range(4))
     per = _scores(tp, fp, fn, tn)
     table = pd.DataFrame({"micrograph": names})
@@ -151,4 +161,6 @@ def evaluate_folder(prob_dir: str | os.PathLike[str], dataset_dir: str | os.Path
             raise CrispError(f"no probability map for micrograph '{name}'", prob_path)
         preds[name] = read_micrograph(prob_path).data
     truths = read_true_masks(folder.root, names)
-    return pixel_metrics(preds, truths, threshold)
+    from crisp.dataset import UNLABELLED
+
+    return pixel_metrics(preds, truths, threshold, ignore_value=UNLABELLED)

@@ -1,7 +1,10 @@
 """Training losses by name (a registry) and weighted sums of them (``"dice+0.5*focal"``).
 
 Every loss works in multiclass mode on per-class logits ``[B, C, H, W]`` and integer labels
-``[B, H, W]``, and returns a scalar. :data:`LOSSES` maps a name to a :class:`LossEntry` (a factory
+``[B, H, W]``, and returns a scalar. Labels are 0 (background), 1 (particle) or
+:data:`~crisp.dataset.UNLABELLED` (255): the segmentation losses ignore unlabelled pixels (their
+``ignore_index``), and the positive-unlabelled loss ``nnpu`` (:mod:`crisp.models.pu_loss`) learns from
+them. :data:`LOSSES` maps a name to a :class:`LossEntry` (a factory
 taking the loss's keyword parameters, its aliases, one line of description). Names are
 case-insensitive. A new loss is one entry.
 
@@ -31,24 +34,32 @@ from torch import nn
 from crisp.errors import CrispError
 
 __all__ = [
+    "IGNORE_INDEX",
     "LOSSES",
     "LOSS_ALIASES",
     "LOSS_NAMES",
     "LossEntry",
+    "PRIOR_LOSSES",
     "WeightedLoss",
     "build_loss",
+    "needs_prior",
     "parse_loss_spec",
     "resolve_loss",
     "single_loss",
 ]
 
 
+#: label value of unlabelled pixels (crisp.dataset.UNLABELLED), ignored by the segmentation losses
+IGNORE_INDEX = 255
+
+
 def _smp_loss(class_name: str) -> Callable[..., Any]:
-    """Factory of smp's loss ``class_name`` in multiclass mode."""
+    """Factory of smp's loss ``class_name`` in multiclass mode, unlabelled pixels ignored."""
 
     def factory(**params: Any):
         import segmentation_models_pytorch as smp
 
+        params.setdefault("ignore_index", IGNORE_INDEX)
         return getattr(smp.losses, class_name)(smp.losses.MULTICLASS_MODE, **params)
 
     factory.__name__ = f"smp_{class_name}"
@@ -56,7 +67,14 @@ def _smp_loss(class_name: str) -> Callable[..., Any]:
 
 
 def _cross_entropy(**params: Any):
+    params.setdefault("ignore_index", IGNORE_INDEX)
     return nn.CrossEntropyLoss(**params)
+
+
+def _nnpu(**params: Any):
+    from crisp.models.pu_loss import NonNegativePULoss
+
+    return NonNegativePULoss(**params)
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,9 @@ LOSSES: dict[str, LossEntry] = {
             "pixel-wise cross-entropy (torch CrossEntropyLoss)",
         ),
         LossEntry("focal", _smp_loss("FocalLoss"), (), "focal loss, params alpha and gamma (smp FocalLoss)"),
+        LossEntry("nnpu", _nnpu, ("pu",), "non-negative positive-unlabelled risk (Kiryo et al. 2017) of "
+                  "particle vs unlabelled pixels; class prior from --expected-particles "
+                  "(crisp.models.pu_loss)"),
     )
 }
 LOSS_NAMES: tuple[str, ...] = tuple(LOSSES)
@@ -177,6 +198,15 @@ def parse_loss_spec(spec: str | list | dict) -> list[dict[str, Any]]:
     return terms
 
 
+#: terms that need the class prior of the training set (filled in by :func:`build_loss`'s ``prior``)
+PRIOR_LOSSES = ("nnpu",)
+
+
+def needs_prior(spec: str | list | dict) -> bool:
+    """Whether a loss specification holds a term that needs the class prior and does not set it."""
+    return any(t["name"] in PRIOR_LOSSES and "prior" not in t["params"] for t in parse_loss_spec(spec))
+
+
 class WeightedLoss(nn.Module):
     """``sum_k w_k loss_k(logits, labels)`` over the terms of a parsed specification."""
 
@@ -218,13 +248,24 @@ def _probe(loss: WeightedLoss, terms: list[dict[str, Any]]) -> None:
             )
 
 
-def build_loss(spec: str | list | dict) -> WeightedLoss:
+def build_loss(spec: str | list | dict, prior: Mapping[str, float] | None = None) -> WeightedLoss:
     """A module ``loss(logits [B, 2, H, W], labels [B, H, W] long) -> scalar``: a weighted sum.
+
+    ``prior``: ``{"prior": pi, "labelled": lambda}`` of the training set (fractions of its pixels that
+    are particle, and that are labelled particle), given to the terms of :data:`PRIOR_LOSSES` that
+    do not set them; such a term without a prior is a :class:`CrispError`.
 
     The loss is evaluated once on a fixed tiny input, so that parameters it cannot use are a
     :class:`CrispError` here rather than a traceback in the first training step.
     """
     terms = parse_loss_spec(spec)
+    for term in terms:
+        if term["name"] in PRIOR_LOSSES and "prior" not in term["params"]:
+            if prior is None:
+                raise CrispError(f"loss '{term['name']}' needs the class prior: give the expected number "
+                                 "of particles per micrograph (--expected-particles N) or the loss "
+                                 "parameter 'prior'")
+            term["params"] = {**dict(prior), **term["params"]}
     loss = WeightedLoss(terms)
     _probe(loss, terms)
     return loss

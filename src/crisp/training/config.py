@@ -22,6 +22,17 @@ class TrainConfig(StageConfig):
     encoder_weights: str | None = Field(None, description="local encoder state-dict file (None: random)")
     arch_params: dict[str, Any] = Field(default_factory=dict, description="extra smp model arguments")
     loss: str | list[dict[str, Any]] = Field("dice", description="e.g. 'dice', 'dice+0.5*focal'")
+    expected_particles: float | None = Field(None, gt=0, description="particles per training micrograph "
+                                             "the user expects (annotated or not): sets the class prior of "
+                                             "positive-unlabelled losses (nnpu)")
+    class_prior: float | None = Field(None, gt=0, lt=1, description="fraction of training pixels that "
+                                      "are particle (filled in by train from expected_particles when the "
+                                      "loss needs it)")
+    labelled_fraction: float | None = Field(None, ge=0, lt=1, description="fraction of training pixels "
+                                            "labelled particle (filled in by train with class_prior)")
+    positive_fraction: float | None = Field(None, ge=0, le=1, description="share of training patches "
+                                            "placed on a labelled particle pixel (None: 0.5 when the "
+                                            "label maps hold unlabelled pixels, else 0)")
     bin: int = Field(1, ge=1, description="binning factor of the micrographs (Fourier cropping)")
     pixel_size: float | None = Field(None, gt=0, description="Å per pixel of the training micrographs "
                                      "before binning (filled in by train from their MRC headers); "

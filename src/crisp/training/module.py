@@ -20,6 +20,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from crisp.dataset import UNLABELLED
 from crisp.metrics import pixel
 from crisp.tiling import predict_probabilities
 from crisp.training.config import TrainConfig
@@ -63,7 +64,10 @@ class SegmentationModule(pl.LightningModule):
         super().__init__()
         self.config = config
         self.net = build_network(config)
-        self.loss_fn = build_loss(config.loss)
+        prior = None
+        if config.class_prior is not None:
+            prior = {"prior": config.class_prior, "labelled": config.labelled_fraction or 0.0}
+        self.loss_fn = build_loss(config.loss, prior)
         self.val_samples = list(val_samples)
         self.steps_per_epoch = steps_per_epoch
         self._val_counts = np.zeros(4, np.float64)
@@ -97,10 +101,11 @@ class SegmentationModule(pl.LightningModule):
         batch_size = cfg.micrographs_per_batch * cfg.patches_per_micrograph
         probs = predict_probabilities(self._foreground, sample.image, cfg.patch_px, cfg.val_overlap_px,
                                       batch_size)
-        _table, pooled = pixel.pixel_metrics({sample.name: probs[1]}, {sample.name: sample.mask}, 0.5)
+        _table, pooled = pixel.pixel_metrics({sample.name: probs[1]}, {sample.name: sample.mask}, 0.5,
+                                             ignore_value=UNLABELLED)
         self._val_counts += [pooled["tp"], pooled["fp"], pooled["fn"], pooled["tn"]]
         log_probs = torch.from_numpy(np.log(np.clip(probs, 1e-7, 1.0)))[None]
-        labels = torch.from_numpy((sample.mask > 0).astype(np.int64))[None]
+        labels = torch.from_numpy(sample.mask.astype(np.int64))[None]  # 0, 1, 255 = unlabelled
         self._val_losses.append(float(self.loss_fn(log_probs, labels)))
 
     def _foreground(self, batch: torch.Tensor) -> torch.Tensor:
