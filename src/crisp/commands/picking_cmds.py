@@ -43,7 +43,9 @@ def _tuning_summary(table) -> str:
 
     setting = table["params"].map(lambda p: " ".join(f"{k}={v}" for k, v in json.loads(p).items()))
     metrics = ["border_fraction", "mAP", "AP50", "AP75", "precision", "recall", "F1", "best_threshold",
-               "best_F1", "n_picks", "n_truth", "seconds"]
+               "best_F1", "recall_at_n", "threshold_at_n", "picks_per_micrograph", "n_picks", "n_truth",
+               "seconds"]
+    metrics = [m for m in metrics if m in table.columns]  # box mAP or, sparse annotation, recall at N
     shown = table[["finder"]].assign(setting=setting).join(table[metrics].round(4))
     return shown.to_string(index=False)
 
@@ -62,11 +64,22 @@ def register(app: typer.Typer) -> None:
                                        "diameter_px of DATASET/simulation.yaml or labels.yaml)."),
         subset: str = typer.Option("val", "--subset", help="Split subset to tune on: train, val or test."),
         finders: str = typer.Option(None, "--finders", help="Comma-separated finders to try (default all)."),
+        expected_particles: float = typer.Option(
+            None, "--expected-particles", help="The subset's annotation is sparse (only some particles "
+            "annotated) and you expect N particles per micrograph: choose by the recall of the N "
+            "best picks per micrograph instead of box mAP; the threshold keeps about N picks."),
     ) -> None:
-        """Choose the centre finder and its parameters by box mAP on validation micrographs."""
+        """Choose the centre finder and its parameters by box mAP on validation micrographs.
+
+        With --expected-particles N (sparse annotation, where precision cannot be measured), by the
+        recall of the annotated centres among the N highest-scoring picks of each micrograph (radius
+        matching at half the diameter); the threshold is the median score of the N-th pick.
+        """
         from crisp.config import check_number, check_output
+        from crisp.workflow.evaluate_run import check_expected_particles
 
         check_number(diameter, "--diameter", gt=0)
+        expected_particles = check_expected_particles(expected_particles)
         check_output(output, "file")
         from crisp.dataset import DatasetFolder, dataset_diameter_px, read_true_centres
         from crisp.io.micrographs import median_pixel_size
@@ -86,12 +99,18 @@ def register(app: typer.Typer) -> None:
         chosen = [f.strip() for f in finders.split(",") if f.strip()] if finders else None
         config, table = tune_picker(prob_maps, truth, diameter, finders=chosen,
                                     pixel_size=median_pixel_size([maps_dir / f"{n}.mrc" for n in names]),
-                                    source=maps_dir)
+                                    source=maps_dir, expected_particles=expected_particles)
         yaml_path, csv_path = write_tuning(config, table, output)
         typer.echo(_tuning_summary(table))
+        if expected_particles is None:
+            score = (f"mAP {config.validation['mAP']:.4f}; F1-maximising threshold {config.threshold}")
+        else:
+            score = (f"recall at {expected_particles:g} picks per micrograph "
+                     f"{config.validation['recall_at_n']:.4f}; threshold {config.threshold} (median score "
+                     f"of the {expected_particles:g}-th pick; precision is not measurable on sparse "
+                     "annotations)")
         typer.echo(f"best: {config.finder} {config.params}, edge margin {config.border_fraction:g} "
-                   f"diameters, mAP {config.validation['mAP']:.4f}; "
-                   f"F1-maximising threshold {config.threshold}")
+                   f"diameters, {score}")
         typer.echo(f"wrote {yaml_path} and {csv_path}")
 
     @app.command("pick")

@@ -239,3 +239,57 @@ def best_f1_threshold(is_tp: np.ndarray, score: np.ndarray, n_truth: int) -> dic
     k = int(np.argmax(f1))
     return {"best_threshold": float(score[k]), "best_F1": float(f1[k]),
             "best_precision": float(precision[k]), "best_recall": float(recall[k])}
+
+
+def recall_at_n(picks: pd.DataFrame, truth: pd.DataFrame, n: float, radius_px: float,
+                score_column: str = SCORE) -> dict:
+    """Recall of (possibly sparse) true centres by the ``n`` highest-scoring picks of each micrograph.
+
+    The measure for sparse annotations, where a pick away from every annotated centre may be an
+    unannotated particle, so precision (and F1, AP, mAP) cannot be measured: on each micrograph the
+    ``ceil(n)`` picks with the highest scores are kept (all of them when there are fewer; ties in
+    input order), and they are matched one-to-one to the true centres of that micrograph within
+    ``radius_px`` (:func:`radius_match`: Hungarian, per micrograph). A finder that returns fewer
+    than ``n`` picks gains nothing from it: the budget is the same for every finder.
+
+    Parameters
+    ----------
+    picks, truth
+        DataFrames as for :func:`box_map`; ``truth`` may hold only some of the particles.
+    n
+        Expected particles per micrograph (> 0; a fraction is rounded up).
+    radius_px
+        Largest pick-truth distance of a match, in pixels (CRISP uses half the particle diameter).
+    score_column
+        Score of the picks (all 1 when absent).
+
+    Returns
+    -------
+    dict
+        ``recall_at_n`` (matched true centres / all true centres; 0 without truths), ``n_matched``,
+        ``n_truth``, ``n_kept`` (picks kept over all micrographs), ``picks_per_micrograph`` (mean
+        kept per micrograph that has picks or true centres), ``threshold_at_n`` (median, over the
+        micrographs with picks, of the score of the last kept pick: the ``ceil(n)``-th, or the lowest
+        when a micrograph has fewer; NaN without picks), ``n_micrographs`` (with picks or truths).
+    """
+    n = float(n)
+    if not (np.isfinite(n) and n > 0):
+        raise ValueError(f"n must be a positive number of picks per micrograph (got {n})")
+    k = int(np.ceil(n))
+    _, score, p_mic, _, t_mic, order = _prepare(picks, truth, score_column)
+    keep = np.zeros(len(p_mic), dtype=bool)
+    last_scores = []
+    for mic in np.unique(p_mic):
+        ranks = np.flatnonzero(p_mic == mic)[:k]  # already ranked by decreasing score
+        keep[ranks] = True
+        last_scores.append(score[ranks[-1]])
+    kept = picks.iloc[np.sort(order[keep])]
+    is_tp, _, _ = radius_match(kept, truth, radius_px, score_column)
+    n_truth = len(truth)
+    n_matched = int(is_tp.sum())
+    n_mics = len(np.union1d(p_mic, t_mic))
+    return {"recall_at_n": n_matched / n_truth if n_truth else 0.0, "n_matched": n_matched,
+            "n_truth": n_truth, "n_kept": int(keep.sum()),
+            "picks_per_micrograph": float(keep.sum()) / n_mics if n_mics else 0.0,
+            "threshold_at_n": float(np.median(last_scores)) if last_scores else float("nan"),
+            "n_micrographs": n_mics}

@@ -16,6 +16,18 @@ The result goes to ``RUN/evaluation/<subset>.json`` (read by :mod:`crisp.compare
      "box": {"mAP": ..., "AP50": ..., "AP75": ...}}
 
 Paths in the file are relative to the run directory (so a project folder can be moved).
+
+Sparse truth (the dataset's annotation holds only some of the particles; ``expected_particles`` = N
+particles per micrograph): a pick or a foreground pixel away from every annotated particle may be an
+unannotated particle, so precision, F1, IoU, accuracy, AP and mAP cannot be measured and are not
+reported. The record then holds ``"sparse_truth": true``, ``"expected_particles": N``, pixel
+``recall`` only, and picking ``recall`` (at the picker's threshold) and ``recall_at_n``
+(:func:`crisp.metrics.picking.recall_at_n`: the N highest-scoring picks of each micrograph), both by
+radius matching at half the particle diameter; no ``box`` section::
+
+     "picking": {"radius_px": ..., "threshold": ..., "expected_particles": ..., "recall": ...,
+                 "recall_at_n": ..., "picks_per_micrograph": ..., "n_picks": ...,
+                 "n_picks_at_threshold": ..., "n_truth": ...}
 """
 
 from __future__ import annotations
@@ -30,10 +42,21 @@ import numpy as np
 import pandas as pd
 
 from crisp.atomic import write_text_atomic
-from crisp.dataset import dataset_diameter_px, read_true_centres, read_true_masks
+from crisp.dataset import UNLABELLED, dataset_diameter_px, read_true_centres, read_true_masks
 from crisp.errors import CrispError
 
 NAME, X, Y, SCORE = "rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit"
+SPARSE_NOTE = ("the truth is sparse (--expected-particles): a pick or pixel away from every annotated "
+               "particle may be an unannotated particle, so precision, F1, IoU, accuracy, AP and mAP "
+               "are not measurable and not reported")
+"""The line the CLI prints when it leaves those metrics out."""
+
+
+def check_expected_particles(value: float | None, option: str = "--expected-particles") -> float | None:
+    """``value`` as a float when it is a positive finite number, None when None, else a CrispError."""
+    from crisp.config import check_number
+
+    return None if value is None else float(check_number(value, option, gt=0))
 
 
 def evaluation_path(run_dir: str | os.PathLike[str], subset: str = "test") -> Path:
@@ -99,8 +122,12 @@ def segment_subset(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLi
 def tune_on_maps(prob_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[str],
                  out_path: str | os.PathLike[str], *, subset: str = "val",
                  diameter_px: float | None = None, finders: list[str] | None = None,
-                 progress: bool = True):
-    """Tune the picker on a subset's probability maps; write ``picker.yaml`` (+ tuning CSV); return it."""
+                 progress: bool = True, expected_particles: float | None = None):
+    """Tune the picker on a subset's probability maps; write ``picker.yaml`` (+ tuning CSV); return it.
+
+    ``expected_particles`` (particles per micrograph): the subset's annotation is sparse; the picker
+    is tuned on recall at that many picks (:func:`crisp.picking.tune.tune_picker`).
+    """
     from crisp.io.micrographs import median_pixel_size
     from crisp.picking.tune import tune_picker, write_tuning
 
@@ -112,17 +139,19 @@ def tune_on_maps(prob_dir: str | os.PathLike[str], dataset_dir: str | os.PathLik
     truth = read_true_centres(dataset_dir, names)
     config, table = tune_picker(read_maps(prob_dir, names), truth, diameter_px, finders=finders,
                                 progress=progress,
-                                pixel_size=median_pixel_size([Path(prob_dir) / f"{n}.mrc" for n in names]))
+                                pixel_size=median_pixel_size([Path(prob_dir) / f"{n}.mrc" for n in names]),
+                                expected_particles=expected_particles)
     write_tuning(config, table, out_path)
     return config
 
 
 def run_picker(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[str], *,
-               progress: bool = True) -> Path:
+               progress: bool = True, expected_particles: float | None = None) -> Path:
     """``RUN/picker.yaml``, tuned on the run's own validation maps when it is not there yet.
 
     Segments the dataset's validation micrographs into ``RUN/probabilities/val`` and tunes the picker
-    on them (:func:`tune_on_maps`); a run that has its picker keeps it.
+    on them (:func:`tune_on_maps`, with ``expected_particles`` when the validation annotation is
+    sparse); a run that has its picker keeps it (its ``tuned_on`` says how it was tuned).
     """
     from crisp.run import Run
 
@@ -130,7 +159,8 @@ def run_picker(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[s
     picker = Run(run).picker_path
     if not picker.is_file():
         segment_subset(run, dataset_dir, "val", Run(run).maps_dir("val"), progress=progress)
-        tune_on_maps(Run(run).maps_dir("val"), dataset_dir, picker, progress=progress)
+        tune_on_maps(Run(run).maps_dir("val"), dataset_dir, picker, progress=progress,
+                     expected_particles=expected_particles)
     return picker
 
 
@@ -179,18 +209,81 @@ def precision_recall_curve(picks: pd.DataFrame, truth: pd.DataFrame, radius_px: 
 
 
 def picking_metrics(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float,
-                    threshold: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Radius-matching metrics (radius = diameter / 2, at ``threshold``) and box-IoU mAP."""
-    from crisp.metrics.picking import box_map, radius_match_metrics
+                    threshold: float | None, expected_particles: float | None = None
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Radius-matching metrics (radius = diameter / 2, at ``threshold``) and box-IoU mAP.
+
+    With ``expected_particles`` (sparse truth) only recall is measurable: the first dict holds
+    ``recall`` at ``threshold`` and ``recall_at_n`` (:func:`crisp.metrics.picking.recall_at_n`) with
+    ``picks_per_micrograph``, ``n_picks`` (all), ``n_picks_at_threshold`` and ``n_truth``; the second
+    (box mAP) is empty.
+    """
+    from crisp.metrics.picking import box_map, radius_match_metrics, recall_at_n
 
     radius = diameter_px / 2
     radius_metrics = radius_match_metrics(picks, truth, radius, threshold=threshold)
+    if expected_particles is not None:
+        at_n = recall_at_n(picks, truth, expected_particles, radius)
+        score = picks[SCORE].to_numpy(float) if SCORE in picks else np.ones(len(picks))
+        n_at_threshold = len(picks) if threshold is None else int(np.sum(score >= threshold))
+        picking = {"radius_px": float(radius), "threshold": threshold,
+                   "expected_particles": float(expected_particles),
+                   "recall": float(radius_metrics["recall"]), "recall_at_n": float(at_n["recall_at_n"]),
+                   "picks_per_micrograph": float(at_n["picks_per_micrograph"]),
+                   "n_picks": int(radius_metrics["n_picks"]), "n_picks_at_threshold": n_at_threshold,
+                   "n_truth": int(radius_metrics["n_truth"])}
+        return picking, {}
     picking = {"radius_px": float(radius), "threshold": threshold,
                **{k: float(radius_metrics[k]) for k in ("precision", "recall", "F1", "AP", "best_F1")},
                "n_picks": int(radius_metrics["n_picks"]), "n_truth": int(radius_metrics["n_truth"])}
     boxes = box_map(picks, truth, diameter_px)
     box = {k: float(boxes[k]) for k in ("mAP", "AP50", "AP75")}
     return picking, box
+
+
+def score_maps_picks(prob_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike[str],
+                     names: Iterable[str], picker, expected_particles: float | None = None
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pick probability maps in memory with a picker and score the picks (:func:`picking_metrics`).
+
+    Parameters
+    ----------
+    prob_dir
+        Folder of ``NAME.mrc`` probability maps (the micrographs' size).
+    dataset_dir
+        Dataset folder with ``coordinates/NAME.star`` (the true centres).
+    names
+        Micrographs to pick and score.
+    picker
+        A :class:`crisp.picking.tune.PickerConfig` or a ``picker.yaml`` path; every candidate is
+        kept (its threshold applies to the metrics at the threshold only). Its diameter is rescaled to
+        the maps' pixel size (:func:`crisp.picking.files.map_diameter_px`), and the matching radius
+        is half of that.
+    expected_particles
+        Sparse truth: only recall and recall at this many picks per micrograph.
+
+    Returns
+    -------
+    (dict, dict)
+        Picking metrics and box metrics (empty with ``expected_particles``), as in the evaluation
+        record (module docstring).
+    """
+    from crisp.picking.files import map_diameter_px, pick_map
+    from crisp.picking.tune import PickerConfig, load_picker
+
+    if not isinstance(picker, PickerConfig):
+        picker = load_picker(picker)
+    names = list(names)
+    truth = read_true_centres(dataset_dir, names)
+    frames, diameters = [], []
+    for name, prob in read_maps(prob_dir, names).items():
+        diameter = map_diameter_px(picker, Path(prob_dir) / f"{name}.mrc")
+        diameters.append(diameter)
+        picks = pick_map(prob, picker, diameter)
+        picks.insert(0, NAME, name)
+        frames.append(picks)
+    picks = pd.concat(frames, ignore_index=True)
+    return picking_metrics(picks, truth, float(np.median(diameters)), picker.threshold, expected_particles)
 
 
 def _relative(path: Path, run_dir: Path) -> str:
@@ -201,7 +294,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike
                  *,
                  prob_dir: str | os.PathLike[str] | None = None, picker=None,
                  picks_dir: str | os.PathLike[str] | None = None, overwrite: bool = False,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, expected_particles: float | None = None) -> dict[str, Any]:
     """Segment a subset with a run, score maps and picks, write ``RUN/evaluation/<subset>.json``.
 
     Parameters
@@ -221,6 +314,9 @@ def evaluate_run(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike
         Where the picks go (default ``RUN/picks/<subset>``).
     overwrite
         Redo maps and picks.
+    expected_particles
+        None: the subset's annotation is complete. N > 0 (particles per micrograph): it is sparse;
+        only recall is reported, with recall at N picks per micrograph (module docstring).
 
     Returns
     -------
@@ -242,12 +338,18 @@ def evaluate_run(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike
     from crisp.dataset import DatasetFolder
 
     folder = DatasetFolder(Path(dataset_dir))
-    _, pooled = pixel_metrics(read_maps(prob_dir, names), read_true_masks(dataset_dir, names))
+    expected_particles = check_expected_particles(expected_particles, "expected_particles")
+    _, pooled = pixel_metrics(read_maps(prob_dir, names), read_true_masks(dataset_dir, names),
+                              ignore_value=UNLABELLED)
+    pixel_keys = ("recall",) if expected_particles is not None else ("iou", "precision", "recall", "f1",
+                                                                     "accuracy")
     record: dict[str, Any] = {
         "subset": subset, "micrographs": len(names), "dataset": _relative(Path(dataset_dir), run),
         "probabilities": _relative(prob_dir, run),
-        "pixel": {k: float(pooled[k]) for k in ("iou", "precision", "recall", "f1", "accuracy")},
+        "pixel": {k: float(pooled[k]) for k in pixel_keys},
     }
+    if expected_particles is not None:
+        record.update({"sparse_truth": True, "expected_particles": expected_particles})
     truth = read_true_centres(dataset_dir, names, required=False)
     if picker is not None and truth is not None:
         if not isinstance(picker, PickerConfig):
@@ -258,9 +360,12 @@ def evaluate_run(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike
         pick_files([prob_dir / f"{n}.mrc" for n in names], picks_dir, picker,
                    micrographs=folder.root / "micrographs", progress=progress)
         picks = read_picks(picks_dir)
-        picking, box = picking_metrics(picks, truth, picker.diameter_px, picker.threshold)
+        picking, box = picking_metrics(picks, truth, picker.diameter_px, picker.threshold,
+                                       expected_particles)
         record.update({"picks": _relative(picks_dir, run), "diameter_px": float(picker.diameter_px),
-                       "picking": picking, "box": box})
+                       "picking": picking})
+        if box:
+            record["box"] = box
     write_text_atomic(evaluation_path(run, subset), json.dumps(record, indent=2) + "\n")
     return record
 
