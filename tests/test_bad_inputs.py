@@ -244,6 +244,18 @@ def _cases() -> list[Case]:
     def _(i): return ["labels", "-m", _s(i.mics()), "-c", _s(i.coords()), "-o", _s(i.root / "lab"),
                       "--radius", "6", "--disk-fraction", "0"]
 
+    @add("labels", "`--keep-fraction 1.5`", "--keep-fraction")
+    def _(i): return ["labels", "-m", _s(i.mics()), "-c", _s(i.coords()), "-o", _s(i.root / "lab"),
+                      "--radius", "6", "--keep-fraction", "1.5"]
+
+    @add("labels", "`--background foo`", "--background")
+    def _(i): return ["labels", "-m", _s(i.mics()), "-c", _s(i.coords()), "-o", _s(i.root / "lab"),
+                      "--radius", "6", "--background", "foo"]
+
+    @add("labels", "`--background all` with `--background-coords`", "--background-coords")
+    def _(i): return ["labels", "-m", _s(i.mics()), "-c", _s(i.coords()), "-o", _s(i.root / "lab"),
+                      "--radius", "6", "--background", "all", "--background-coords", _s(i.coords())]
+
     # split ------------------------------------------------------------------------------------
     @add("split", "dataset folder without micrographs/", "ROOT/empty")
     def _(i):
