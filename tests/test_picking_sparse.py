@@ -284,3 +284,35 @@ def test_cli_refuses_bad_expected_particles(cli_setup, tmp_path, capsys, value):
     assert main(["evaluate", str(folder), str(dataset), "--expected-particles", value]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "--expected-particles" in err[0]
+
+
+def test_run_picker_and_evaluate_run_with_sparse_truth(sparse_maps, tmp_path, monkeypatch):
+    # a finished run whose segmentation writes the hand-made maps; run_picker tunes on val by recall
+    # at N, evaluate_run records recall only
+    import crisp.predict
+    from crisp.run import Run
+    from crisp.workflow.evaluate_run import evaluate_run, run_picker
+
+    maps, sparse, _ = sparse_maps
+    dataset = tmp_path / "data"
+    make_dataset(dataset, maps, sparse)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}\n")
+    Run(run).summary_path.write_text("{}\n")
+
+    def fake_segment_files(run_dir, micrograph_paths, out_dir, **kwargs):
+        return [write_mrc(out_dir / f"{p.stem}.mrc", maps[p.stem], dtype=np.float16)
+                for p in micrograph_paths]
+
+    monkeypatch.setattr(crisp.predict, "segment_files", fake_segment_files)
+    picker = load_picker(run_picker(run, dataset, progress=False, expected_particles=20))
+    assert picker.expected_particles == 20 and picker.validation["recall_at_n"] == 1.0
+    record = evaluate_run(run, dataset, "test", picker=picker, progress=False, expected_particles=20)
+    assert record["sparse_truth"] is True and record["expected_particles"] == 20
+    assert set(record["pixel"]) == {"recall"} and "box" not in record
+    assert record["picking"]["recall_at_n"] == 1.0 and "precision" not in record["picking"]
+    full = evaluate_run(run, dataset, "test", picker=picker, progress=False)
+    assert "precision" in full["picking"] and "mAP" in full["box"] and "iou" in full["pixel"]
+    with pytest.raises(CrispError, match="expected_particles"):
+        evaluate_run(run, dataset, "test", picker=picker, progress=False, expected_particles=-1)

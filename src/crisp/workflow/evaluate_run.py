@@ -330,6 +330,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike
     from crisp.picking.tune import PickerConfig, load_picker
     from crisp.run import Run
 
+    expected_particles = check_expected_particles(expected_particles, "expected_particles")
     run = Path(run_dir)
     Run(run).summary()  # CrispError when the run is not finished
     names = subset_names(dataset_dir, subset)
@@ -338,7 +339,6 @@ def evaluate_run(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike
     from crisp.dataset import DatasetFolder
 
     folder = DatasetFolder(Path(dataset_dir))
-    expected_particles = check_expected_particles(expected_particles, "expected_particles")
     _, pooled = pixel_metrics(read_maps(prob_dir, names), read_true_masks(dataset_dir, names),
                               ignore_value=UNLABELLED)
     pixel_keys = ("recall",) if expected_particles is not None else ("iou", "precision", "recall", "f1",
