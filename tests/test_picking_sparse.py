@@ -274,16 +274,19 @@ def test_cli_tune_picker_and_evaluate_with_expected_particles(cli_setup, tmp_pat
 
 @pytest.mark.parametrize("value", ["0", "-3", "nan", "inf"])
 def test_cli_refuses_bad_expected_particles(cli_setup, tmp_path, capsys, value):
+    # (before the option existed this was also one line with exit 2, "No such option": hence the message)
     dataset, folder = cli_setup
     picker = tmp_path / "picker.yaml"
     assert main(["tune-picker", str(folder), str(dataset), "-o", str(picker),
                  "--expected-particles", value]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and "--expected-particles" in err[0]
+    assert len(err) == 1 and err[0].startswith("error:")
+    assert f"--expected-particles must be a finite number > 0 (got {float(value)!r})" in err[0]
     assert not picker.exists()
     assert main(["evaluate", str(folder), str(dataset), "--expected-particles", value]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and "--expected-particles" in err[0]
+    assert len(err) == 1 and err[0].startswith("error:")
+    assert f"--expected-particles must be a finite number > 0 (got {float(value)!r})" in err[0]
 
 
 def test_run_picker_and_evaluate_run_with_sparse_truth(sparse_maps, tmp_path, monkeypatch):
