@@ -161,7 +161,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{result.n_picks} picks on {len(result.per_micrograph)} micrograph(s) "
                    f"({result.skipped_existing} done before) with {config.finder}; index {result.index_path}")
         if threshold is None and config.threshold is not None:
-            typer.echo(f"all candidates kept; the picker's F1-maximising threshold is {config.threshold:.4g} "
+            kind = ("F1-maximising" if config.expected_particles is None else
+                    f"about-{config.expected_particles:g}-per-micrograph (sparse annotation)")
+            typer.echo(f"all candidates kept; the picker's {kind} threshold is {config.threshold:.4g} "
                        "(`crisp extract` applies it by default)")
 
     @app.command("extract")
