@@ -253,6 +253,8 @@ def test_cli_tune_picker_and_evaluate_with_expected_particles(cli_setup, tmp_pat
     assert "recall_at_n" in out and "recall at 20 picks per micrograph 1.0000" in out and "mAP" not in out
     config = load_picker(picker)
     assert config.expected_particles == 20 and config.tuned_on.startswith("sparse annotation")
+    assert main(["pick", str(folder), "-o", str(tmp_path / "picks"), "--picker", str(picker)]) == 0
+    assert "about-20-per-micrograph (sparse annotation) threshold" in capsys.readouterr().out
     report = tmp_path / "eval.json"
     assert main(["evaluate", str(folder), str(dataset), "--subset", "test", "--picker", str(picker),
                  "--expected-particles", "20", "-o", str(report)]) == 0
