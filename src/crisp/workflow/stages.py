@@ -87,8 +87,10 @@ def check_same_settings(run, config) -> None:
     before = {k: v for k, v in run.config.model_dump(mode="json").items() if k not in _NOT_DECIDING}
     after = {k: v for k, v in _adopt_init_model(config).model_dump(mode="json").items()
              if k not in _NOT_DECIDING}
-    if after.get("pixel_size") is None:  # training fills it in from the training micrographs
-        after["pixel_size"] = before.get("pixel_size")
+    # training fills these in from the training micrographs and labels
+    for key in ("pixel_size", "positive_fraction", "class_prior", "labelled_fraction"):
+        if after.get(key) is None:
+            after[key] = before.get(key)
     changed = [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(set(before) | set(after))
                if canonical_json(before.get(k)) != canonical_json(after.get(k))]
     if changed:
