@@ -1,5 +1,6 @@
 """Options shared by every per-micrograph verb: where its batch runs (``--workers``, ``--scheduler``);
-and by the verbs that run the network: how it runs (``--max-tile-px``, ``--threads``, ``--backend``).
+and by the verbs that run the network: how it runs (``--max-tile-px``, ``--threads``, ``--backend``,
+``--prepare-on``).
 
 ``--shard I/N`` stays with each verb (its help names what is sharded). A verb declares
 
@@ -15,7 +16,7 @@ import typer
 
 from crisp.distributed import execution
 
-__all__ = ["BACKEND", "MAX_TILE_PX", "SCHEDULER", "THREADS", "WORKERS", "execution"]
+__all__ = ["BACKEND", "MAX_TILE_PX", "PREPARE_ON", "SCHEDULER", "THREADS", "WORKERS", "execution"]
 
 WORKERS = typer.Option(None, "--workers", help="Run the micrographs on a local Dask cluster of N worker "
                        "processes (needs Dask: the cluster extra of crisp-em); default: in this process.")
@@ -32,3 +33,7 @@ THREADS = typer.Option(None, "--threads", help="torch CPU threads per process (d
 BACKEND = typer.Option("auto", "--backend", help="auto | eager | onnx: how the network runs (auto: ONNX "
                        "Runtime on a CPU when installed, crisp-em[onnx]).")
 
+PREPARE_ON = typer.Option("auto", "--prepare-on", help="auto | cpu | device: where each micrograph is binned "
+                          "and normalised: cpu (numpy/scipy, the reference), device (PyTorch on the "
+                          "network's device, e.g. the GPU; the same maps to float rounding), auto: device "
+                          "when the network runs on CUDA, else cpu.")

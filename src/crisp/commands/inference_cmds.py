@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from crisp.commands.common import BACKEND, MAX_TILE_PX, SCHEDULER, THREADS, WORKERS, execution
+from crisp.commands.common import BACKEND, MAX_TILE_PX, PREPARE_ON, SCHEDULER, THREADS, WORKERS, execution
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         max_tile_px: int = MAX_TILE_PX,
         threads: int = THREADS,
         backend: str = BACKEND,
+        prepare_on: str = PREPARE_ON,
         prefetch: bool = typer.Option(None, "--prefetch/--no-prefetch", help="Read and bin the next "
                                       "micrograph while the network works (default: on, off with --workers "
                                       "or --scheduler)."),
@@ -68,6 +69,7 @@ def register(app: typer.Typer) -> None:
                 run_dir, micrographs, output, picker=config, threshold=threshold, formats=formats.split(","),
                 box_size_px=box_size, save_maps=save_maps, pixel_size=pixel_size, tta=tta,
                 max_tile_px=max_tile_px, threads=threads, backend=backend, prefetch=prefetch,
+                prepare_on=prepare_on,
                 overwrite=overwrite, keep_going=keep_going,
                 shard=parse_shard(shard), progress=not no_progress)
         typer.echo(f"{result.n_picks} picks on {len(result.per_micrograph)} micrograph(s) "

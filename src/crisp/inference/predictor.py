@@ -304,10 +304,23 @@ class Predictor:
         """A ``model_fn`` for :func:`crisp.tiling.predict_probabilities` (output ``[B, 1, P, P]``)."""
         return self._forward
 
-    def foreground(self, image: np.ndarray) -> np.ndarray:
-        """Foreground probability (float32, the shape of ``image``) of a binned, normalised image."""
+    def foreground(self, image) -> np.ndarray:
+        """Foreground probability (float32, the shape of ``image``) of a binned, normalised image.
+
+        ``image`` is a numpy array or a float32 torch tensor (e.g. prepared on the network's device by
+        :func:`crisp.preprocess_torch.prepare_on_device`): a tensor is padded where it is (reflection,
+        as ``numpy.pad`` does) and goes to the network without a trip through the host; only a tiled
+        image, or one too small to reflect its margin once, is taken to the host first.
+        """
         import torch
 
+        if isinstance(image, torch.Tensor):
+            if image.ndim != 2:
+                raise CrispError(f"expected a 2-D image, got shape {tuple(image.shape)}")
+            tensor_out = self._foreground_tensor(image)
+            if tensor_out is not None:
+                return tensor_out
+            image = image.detach().float().cpu().numpy()
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != 2:
             raise CrispError(f"expected a 2-D image, got shape {image.shape}")
@@ -326,4 +339,27 @@ class Predictor:
             mode = "reflect" if min(height, width) > 1 else "edge"
             padded = np.pad(image, pads, mode=mode) if (py, px) != (height, width) else image
             out = self._forward(torch.from_numpy(np.ascontiguousarray(padded))[None, None])
+            return out[0, 0, m:m + height, m:m + width].float().cpu().numpy().astype(np.float32, copy=False)
+
+    def _foreground_tensor(self, image) -> np.ndarray | None:
+        """:meth:`foreground` of a 2-D tensor in one forward without leaving its device; None when the
+        image is tiled, or a pad is as large as the image (``numpy.pad`` then reflects more than once,
+        ``torch.nn.functional.pad`` refuses), and must go the host's way."""
+        import torch
+        import torch.nn.functional as F
+
+        height, width = (int(n) for n in image.shape)
+        if self.tile_px((height, width)) is not None:
+            return None
+        py, px = self.padded_shape((height, width))
+        m = self.margin
+        pad_y, pad_x = (m, py - height - m), (m, px - width - m)
+        if max(pad_y) >= height or max(pad_x) >= width:
+            return None
+        with torch.inference_mode():
+            batch = image.to(self.device, dtype=torch.float32)[None, None]
+            if (py, px) != (height, width):
+                # (left, right, top, bottom); "reflect" is numpy's "reflect" (the edge is not repeated)
+                batch = F.pad(batch, (pad_x[0], pad_x[1], pad_y[0], pad_y[1]), mode="reflect")
+            out = self._forward(batch.contiguous())
             return out[0, 0, m:m + height, m:m + width].float().cpu().numpy().astype(np.float32, copy=False)

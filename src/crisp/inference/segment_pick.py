@@ -19,6 +19,15 @@ while the network works on the current one (``prefetch``). Picks on the network'
 picks on the upsampled full-size map within a pixel on well-resolved blobs; on the EMPIAR-10017
 micrographs their median distance was 1.5 px (the finder's internal block averaging falls on other
 grids), with the same F1 (benchmarks/README.md, "Inference (issue 16)").
+
+Where the binning and normalisation run is ``prepare_on`` (:data:`PREPARE_ON`): ``cpu`` is the reference
+(:func:`crisp.patches.prepare_image`, numpy/scipy); ``device`` does the same arithmetic in PyTorch on the
+network's device (:func:`crisp.preprocess_torch.prepare_on_device`: only the micrograph's raw pixels
+cross to a GPU, and the binned image goes to the network without coming back); ``auto`` (the default) is
+``device`` when the network runs on CUDA, else ``cpu``, so that CPU runs keep the reference's maps bit
+for bit. The two agree to float rounding (maps within about 1e-5, the same picks:
+tests/test_preprocess_torch.py), like the backends, so it is not a recorded setting. The prefetch
+thread reads the next micrograph either way, and prepares it where ``prepare_on`` says.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ from crisp.predict import NetworkItems, check_backend, run_identity, tiling_sett
 
 VERB = "segment-and-pick"
 SAVE_MAPS = (None, "grid", "full")
+#: where a micrograph is binned and normalised (see the module docstring)
+PREPARE_ON = ("auto", "cpu", "device")
 MAPS_DIR = "maps"
 
 
@@ -55,16 +66,22 @@ def segment_pick_settings(run_dir: str | os.PathLike[str], picker, *, threshold:
 class SegmentPicker(NetworkItems):
     """The function of one ``segment-and-pick`` item (picklable; loads the network once per process).
 
-    Returns the item's record: the micrograph's name, the number of picks, the shapes, and the
-    seconds of each stage (``read``, ``prepare`` = bin + normalise, ``network``, ``pick``, ``write``).
+    Returns the item's record: the micrograph's name, the number of picks, the shapes, where the
+    micrograph was prepared (``prepared_on``: ``cpu`` or the device) and the seconds of each stage
+    (``read``, ``prepare`` = bin + normalise, ``network``, ``pick``, ``write``; on a GPU, ``prepare``
+    ends when the normalisation's statistics reach the host, ``network`` when the map does).
     """
 
     def __init__(self, run_dir, picker, *, names: dict[str, str], formats: set[str], threshold: float | None,
-                 box_size_px: float | None, save_maps: str | None, prefetch: bool = False, **options) -> None:
+                 box_size_px: float | None, save_maps: str | None, prefetch: bool = False,
+                 prepare_on: str = "auto", **options) -> None:
         super().__init__([run_dir], **options)
+        if prepare_on not in PREPARE_ON:
+            raise CrispError(f"--prepare-on must be one of {', '.join(PREPARE_ON)} (got {prepare_on!r})")
         self.picker, self.names, self.formats = picker, names, formats
         self.threshold, self.box_size_px, self.save_maps = threshold, box_size_px, save_maps
         self.prefetch = prefetch
+        self.prepare_on = prepare_on
         self._order = list(names)
         self._executor = None
         self._pending: dict[str, object] = {}
@@ -79,15 +96,40 @@ class SegmentPicker(NetworkItems):
         header's ``shape`` and ``pixel_size``; the micrograph's pixels are dropped at once)."""
         from crisp.io.micrographs import read_micrograph
 
-        ((config, _predictor),) = self.models()
+        ((config, predictor),) = self.models()
         path = self.names[stem]
         start = time.perf_counter()
         mic = read_micrograph(path, pixel_size=self.pixel_size)
         read = time.perf_counter() - start
-        image = self.network_input(config, mic, path)
+        device = self.preparation_device(predictor)
+        if device is None:
+            image = self.network_input(config, mic, path)
+        else:
+            image = self.device_input(config, mic, path, device)
         prepare = time.perf_counter() - start - read
         header = SimpleNamespace(shape=mic.shape, pixel_size=mic.pixel_size)  # pixels no longer needed
         return header, image, {"read": round(read, 4), "prepare": round(prepare, 4)}
+
+    def preparation_device(self, predictor):
+        """The torch device the micrograph is prepared on, or None for the CPU reference
+        (:data:`PREPARE_ON`: ``auto`` is the network's device when that is a CUDA device)."""
+        if self.prepare_on == "device" or (self.prepare_on == "auto" and predictor.device.type == "cuda"):
+            return predictor.device
+        return None
+
+    def device_input(self, config, mic, path, device):
+        """:meth:`network_input` computed on ``device`` (:func:`crisp.preprocess_torch.prepare_on_device`):
+        a float32 tensor there."""
+        import warnings
+
+        from crisp.predict import input_binning
+        from crisp.preprocess_torch import prepare_on_device
+
+        if mic.pixel_size is None and config.pixel_size is not None:
+            warnings.warn(f"{path}: no pixel size (give --pixel-size); binned by the run's factor "
+                          f"{config.bin}, which assumes {config.pixel_size:g} Å/px as in training",
+                          stacklevel=2)
+        return prepare_on_device(mic.data, input_binning(config, mic.pixel_size), config.normalize, device)
 
     def _start_next(self, stem: str) -> None:
         """Read and prepare the micrograph after ``stem`` (in the work list) in a background thread."""
@@ -149,6 +191,7 @@ class SegmentPicker(NetworkItems):
         return {"micrograph": name, "n_picks": len(picks), "shape": list(mic.shape),
                 "grid_shape": list(prob.shape), "tiled": predictor.tile_px(image.shape) is not None,
                 "backend": predictor.backend,
+                "prepared_on": "cpu" if isinstance(image, np.ndarray) else str(image.device),
                 "seconds": seconds}
 
 
@@ -159,7 +202,8 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
                            save_maps: str | None = None, pixel_size: float | None = None,
                            tta: bool | None = None, overlap: int | None = None,
                            max_tile_px: int | None = None, threads: int | None = None, batch_size: int = 8,
-                           prefetch: bool | None = None, backend: str = "auto", overwrite: bool = False,
+                           prefetch: bool | None = None, backend: str = "auto", prepare_on: str = "auto",
+                           overwrite: bool = False,
                            keep_going: bool = False,
                            shard: tuple[int, int] | None = None, progress: bool = True):
     """Segment and pick every micrograph in one pass (module docstring); coordinates as ``crisp pick``.
@@ -185,6 +229,10 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
         Read and bin the next micrograph of the work list in a background thread while the network
         works on the current one (does not change the outputs). None: on when the batch runs in
         this process, off with ``--workers``/``--scheduler`` (items reach workers in another order).
+    prepare_on
+        Where each micrograph is binned and normalised (:data:`PREPARE_ON`, module docstring):
+        ``cpu`` (the reference), ``device`` (in PyTorch on the network's device) or ``auto`` (the
+        device when the network runs on CUDA, else the CPU).
     overwrite, keep_going, shard, progress
         As in :func:`crisp.batch.run_batch`.
 
@@ -211,6 +259,8 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
     if threads is not None and threads < 1:
         raise CrispError(f"--threads must be at least 1 (got {threads})")
     check_backend(backend)
+    if prepare_on not in PREPARE_ON:
+        raise CrispError(f"--prepare-on must be one of {', '.join(PREPARE_ON)} (got {prepare_on!r})")
     run = Run.load(run_dir)
     if picker is None:
         picker = run.picker()
@@ -241,7 +291,7 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
     fn = SegmentPicker(run_dir, picker, names=names, formats=formats, threshold=threshold,
                        box_size_px=box_size_px, save_maps=save_maps, pixel_size=pixel_size, overlap=overlap,
                        tta=tta, batch_size=batch_size, max_tile_px=max_tile_px, threads=threads,
-                       prefetch=prefetch, backend=backend)
+                       prefetch=prefetch, backend=backend, prepare_on=prepare_on)
     if settings["run"]["checkpoint_sha256"] is None:
         fn.preload(0)  # not a complete run: its error before the output folder is touched
     items = []
