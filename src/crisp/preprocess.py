@@ -21,6 +21,9 @@ factor or a size not divisible by the factor is handled consistently.
 mixture with one shared variance is fitted to the pixel values (EM on a seeded subsample), with a
 Beta prior on the background weight; the image is then standardised by the background component,
 ``(x - mean_bg) / std``.
+
+This module is the reference. :mod:`crisp.preprocess_torch` does the same binning and normalisation in
+PyTorch on the network's device (``crisp segment-and-pick --prepare-on``), tested against it.
 """
 
 from __future__ import annotations
