@@ -14,9 +14,15 @@ n_test=2)``):
 3. ``topaz train --method GE-binomial`` (Topaz's positive-unlabelled objective and default), ``-m resnet8``
    (32 units, ``--no-pretrained`` unless ``--pretrained``: from scratch like CRISP, whereas Topaz by
    default starts from its shipped ``resnet8_u32``), ``-r 3`` (Topaz's default training radius, the
-   positive disc around each pick at bin 8; the particle radius is 6.75 px at bin 8), ``-n N`` expected
-   particles per micrograph (default: the mean number annotated per training micrograph in the full
-   ``coordinates/``, the estimate a user would give), no validation set during training (the threshold is
+   positive disc around each pick at bin 8; the particle radius is 6.75 px at bin 8), class prior from N
+   expected particles per micrograph (``--expected-particles``; default: the mean number annotated per
+   training micrograph in the full ``coordinates/``, the estimate a user would give). Topaz 0.3.20's
+   ``-n`` counts (2r + 1) x the disc's pixels per particle (``stats.pixels_given_radius`` builds a 3-D
+   grid in 2-D) in both its prior and its observed positive fraction, so GE-binomial's unlabelled
+   positives' share comes out 7x too large for r = 3; the script passes ``--pi`` chosen so that the share
+   is N x 29 px / 512² minus the observed fraction (``--topaz-n`` passes ``-n N`` as is). Minibatches of
+   256 (Topaz's default), ``--epochs 5 --epoch-size 100`` (500 updates, about 15-20 min on one CPU core;
+   Topaz's default 10 x 1000 would take hours). No validation set during training (the threshold is
    chosen afterwards on the validation micrographs; Topaz's per-epoch test pass would only cost time).
    Seeded: ``random``, ``numpy`` and ``torch`` are seeded with ``--seed`` before Topaz's ``main`` runs
    in the virtualenv's Python. CPU, ``-j THREADS``, ``--num-workers 0``. The model of the last epoch is
