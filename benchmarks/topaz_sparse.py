@@ -100,8 +100,8 @@ def read_star_picks(folder: Path, names: list[str]) -> dict[str, pd.DataFrame]:
         path = folder / f"{name}.star"
         if not path.exists():
             raise CrispError(f"no training picks for micrograph {name}", path)
-        table = starfile.read(path, always_dict=True)
-        table = next(iter(table.values()))
+        tables = starfile.read(path, always_dict=True)  # no data block: no picks on this micrograph
+        table = next(iter(tables.values()), pd.DataFrame(columns=["rlnCoordinateX", "rlnCoordinateY"]))
         if not {"rlnCoordinateX", "rlnCoordinateY"} <= set(table.columns):
             raise CrispError("expected the columns rlnCoordinateX and rlnCoordinateY", path)
         picks[name] = table
