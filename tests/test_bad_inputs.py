@@ -303,6 +303,13 @@ def _cases() -> list[Case]:
         (i.root / "r").mkdir()
         return ["train", _s(i.dataset()), "-o", _s(i.root / "r"), "--resume"]
 
+    @add("train", "`--loss nnpu` without `--expected-particles`", "expected-particles")
+    def _(i): return ["train", _s(i.dataset()), "-o", _s(i.root / "r"), "--loss", "dice+nnpu"]
+
+    @add("train", "`--expected-particles 0`", "expected_particles")
+    def _(i): return ["train", _s(i.dataset()), "-o", _s(i.root / "r"), "--loss", "nnpu",
+                      "--expected-particles", "0"]
+
     # segment ----------------------------------------------------------------------------------
     @add("segment", "`--batch-size 0`", "--batch-size")
     def _(i): return ["segment", _s(i.run()), _s(i.mics()), "-o", _s(i.root / "seg"), "--batch-size", "0"]
