@@ -435,12 +435,15 @@ def atom_coordinates(st: gemmi.Structure) -> np.ndarray:
 
 def max_dimension(xyz: np.ndarray) -> float:
     """Largest distance between two of the points ``xyz`` (N, 3), in their units."""
-    from scipy.spatial import ConvexHull
+    from scipy.spatial import ConvexHull, QhullError
     from scipy.spatial.distance import pdist
 
     if len(xyz) < 2:
         return 0.0
-    pts = xyz[ConvexHull(xyz).vertices] if len(xyz) > 4 else xyz
+    try:
+        pts = xyz[ConvexHull(xyz).vertices] if len(xyz) > 4 else xyz
+    except QhullError:  # flat or collinear points: the joggled hull keeps every extreme point
+        pts = xyz if len(xyz) <= 4000 else xyz[ConvexHull(xyz, qhull_options="QJ").vertices]
     return float(pdist(pts).max())
 
 
