@@ -72,17 +72,21 @@ def test_missing_file_names_the_package_to_install(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------
 # density of a synthetic structure with a known size (runs everywhere)
 # --------------------------------------------------------------------------------------------
-def _strand_pdb(n_res: int) -> str:
-    """A straight poly-glycine chain along x, 3.5 Å per residue, plus a water far away."""
+def _strand_pdb(n_res: int, second_chain_z: float | None = None) -> str:
+    """A straight poly-glycine chain A along x, 3.5 Å per residue, plus a water far away (and a
+    copy of the chain, B, shifted by ``second_chain_z`` Å along z, if given)."""
     lines = []
     serial = 1
-    for i in range(n_res):
-        x = 3.5 * i
-        for name, el, (dx, dy, dz) in (("N", "N", (-1.2, 0.5, 0.0)), ("CA", "C", (0.0, 0.0, 0.0)),
-                                       ("C", "C", (1.2, 0.5, 0.0)), ("O", "O", (1.2, 1.7, 0.0))):
-            lines.append(f"ATOM  {serial:5d}  {name:<3s} GLY A{i + 1:4d}    "
-                         f"{x + dx:8.3f}{dy:8.3f}{dz:8.3f}  1.00 20.00          {el:>2s}")
-            serial += 1
+    copies = [("A", 0.0)] + ([("B", second_chain_z)] if second_chain_z is not None else [])
+    for chain, z in copies:
+        for i in range(n_res):
+            x = 3.5 * i
+            for name, el, (dx, dy, dz) in (("N", "N", (-1.2, 0.5, 0.0)), ("CA", "C", (0.0, 0.0, 0.0)),
+                                           ("C", "C", (1.2, 0.5, 0.0)), ("O", "O", (1.2, 1.7, 0.0))):
+                lines.append(f"ATOM  {serial:5d}  {name:<3s} GLY {chain}{i + 1:4d}    "
+                             f"{x + dx:8.3f}{dy:8.3f}{z + dz:8.3f}  1.00 20.00          {el:>2s}")
+                serial += 1
+        lines.append("TER")
     water = f"{500.0:8.3f}{0.0:8.3f}{0.0:8.3f}"
     lines.append(f"HETATM{serial:5d}  O   HOH W   1    {water}  1.00 20.00           O")
     return "\n".join(lines + ["END", ""])
@@ -174,3 +178,27 @@ def test_bundled_reference_map_is_reproduced_from_pdbfixer():
     ref = mrcfile.read(Path(S.__file__).parents[1] / "data" / "reference_map.mrc")
     vol = S.structure_density(entry, 3.54, box=64, blur_B=600.0)
     np.testing.assert_allclose(vol, ref, rtol=0, atol=1e-5 * float(ref.max()))
+
+
+def test_chains_select_one_copy(tmp_path):
+    text = _strand_pdb(30, second_chain_z=200.0).encode()
+    path = "fakepkg-1.0/fakepkg/data/two.pdb"
+    (tmp_path / path).parent.mkdir(parents=True)
+    (tmp_path / path).write_bytes(text)
+    entry = replace(S.get_structure("4jsv"), name="two", package="fakepkg", version="1.0", path=path,
+                    archive="fakepkg-1.0.tar.gz", import_package=None,
+                    sha256=hashlib.sha256(text).hexdigest())
+    whole = S.remeasure(entry, [tmp_path])
+    assert whole["n_atoms"] == 240 and whole["kind"] == "protein complex"
+    assert whole["max_dimension_A"] > 200.0
+    one = S.remeasure(replace(entry, chains=("A",)), [tmp_path])
+    assert one["n_atoms"] == 120 and one["kind"] == "protein"
+    assert one["max_dimension_A"] == pytest.approx(float(np.hypot(3.5 * 29 + 2.4, 1.2)), abs=0.1)
+    with pytest.raises(CrispError, match=r"chains \['Z'\] are not in the structure"):
+        S.remeasure(replace(entry, chains=("Z",)), [tmp_path])
+
+
+def test_catalogue_chain_selections_are_recorded():
+    tric = S.get_structure("4v8r")
+    assert len(tric.chains) == 16 and tric.max_dimension_A < 200  # one TRiC of the two in the file
+    assert S.get_structure("3kpr").chains == ("A", "B", "C", "D", "E")

