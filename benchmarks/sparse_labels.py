@@ -170,6 +170,35 @@ def sparse_tuning(prob, split, centres, fraction, expected, seed) -> dict:
             "sparse_tuned_F1": scores["F1"]}
 
 
+def plot_results(rows: list[dict], path: Path, topaz: dict[str, dict] | None = None) -> None:
+    """Test F1 and AP against the fraction of training annotations kept, one line per method (seed 0);
+    ``topaz``: label -> Topaz result (``test_F1``, ``test_AP``) at 20 %, drawn as points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    panels = (("pick_F1", axes[0], "test F1 (validation threshold)"), ("pick_AP", axes[1], "test AP"))
+    for key, ax, title in panels:
+        for method, style in zip(METHODS, ("o-", "s--", "^-"), strict=True):
+            mine = sorted((r["fraction"], r[key]) for r in rows
+                          if r["method"] == method and r["seed"] == 0 and not r.get("tag"))
+            if mine:
+                ax.plot([100 * f for f, _ in mine], [v for _, v in mine], style, label=method)
+        for (label, result), marker in zip((topaz or {}).items(), ("x", "+"), strict=False):
+            ax.plot([20], [result["test_F1" if key == "pick_F1" else "test_AP"]], marker, ms=10, mew=2,
+                    label=label)
+        ax.set_xscale("log")
+        ax.set_xticks([10, 20, 50, 100], ["10", "20", "50", "100"])
+        ax.set_xlabel("training annotations kept (%)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -185,7 +214,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="expected particles = this x the mean annotated count per training micrograph")
     parser.add_argument("--tag", default="", help="suffix of the run folders (variants of a row)")
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--figure", type=Path, default=None, help="only draw W/results-sparse.json (and the "
+                        "Topaz results given with --topaz LABEL=JSON) into this PNG, then stop")
+    parser.add_argument("--topaz", action="append", default=[], metavar="LABEL=JSON")
     args = parser.parse_args(argv)
+    if args.figure is not None:
+        topaz = {spec.split("=", 1)[0]: json.loads(Path(spec.split("=", 1)[1]).read_text())
+                 for spec in args.topaz}
+        plot_results(json.loads((args.work / "results-sparse.json").read_text()), args.figure, topaz)
+        print(args.figure)
+        return 0
     if not (args.data / "images").is_dir():
         print(f"real data not found at {args.data}; nothing to do")
         return 0
