@@ -95,8 +95,9 @@ def test_losses_values():
     labels[:, 2:6, 2:6] = 1
     perfect = torch.stack([(labels == 0).float(), (labels == 1).float()], dim=1) * 40 - 20
     wrong = -perfect
+    fraction = float((labels == 1).float().mean())  # the class prior of nnpu: everything labelled
     for name in zoo.LOSS_NAMES:
-        loss = zoo.build_loss(name)
+        loss = zoo.build_loss(name, {"prior": fraction, "labelled": fraction})
         assert float(loss(perfect, labels)) < 0.01, name
         assert float(loss(wrong, labels)) > 0.3, name
     # a weighted sum is the sum of its weighted terms
