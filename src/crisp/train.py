@@ -242,13 +242,11 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
         torch.set_num_threads(config.threads)
     mode = _progress_mode(progress)
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    run.save_config(config)
-    run.save_split(the_split)
-
     train_samples = load_samples(folder, the_split.train, config.bin, config.normalize, mode == "bar")
     val_samples = load_samples(val_folder, the_split.val, config.bin, config.normalize, mode == "bar")
     config = _fill_label_settings(config, folder, the_split.train, [s.mask for s in train_samples])
-    run.save_config(config)
+    run.save_config(config)  # once the labels have filled in what they decide
+    run.save_split(the_split)
     dataset = PatchDataset(train_samples, config.patch_px, config.patches_per_micrograph, config.seed,
                            config.repeats, config.augment, config.augment_photometric,
                            config.positive_fraction or 0.0)
