@@ -686,3 +686,17 @@ def test_convert_flip_y_refuses_picks_outside_the_micrograph_height(tmp_path, ca
     assert main(["convert", str(src), str(out), "--flip-y", "--micrographs", str(mics)]) == 0
     np.testing.assert_allclose(read_coordinates(out)["rlnCoordinateY"], [194, 49])
     assert (read_coordinates(out)["rlnCoordinateY"] >= 0).all()
+
+
+def test_topaz_micrograph_named_like_a_missing_value(tmp_path):
+    """A micrograph called "nan" (or "NA") is a name, not a missing value (found by the fuzz test)."""
+    from crisp.io.coordinates import read_coordinates
+
+    path = tmp_path / "picks.txt"
+    path.write_text("x_coord\timage_name\ty_coord\n0\tnan\t0\n5\tNA\t3\n")
+    table = read_coordinates(path, "topaz")
+    assert list(table["rlnMicrographName"]) == ["nan", "NA"]
+    assert table["rlnCoordinateY"].tolist() == [0.0, 3.0]
+    path.write_text("x_coord\timage_name\ty_coord\n0\ta\tnan\n")  # a missing number is still refused
+    with pytest.raises(CrispError, match="empty value"):
+        read_coordinates(path, "topaz")

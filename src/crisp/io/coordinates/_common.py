@@ -309,13 +309,20 @@ def micrograph_lookup(micrograph_paths: Iterable[str | os.PathLike[str]]) -> dic
 # ----------------------------------------------------------------------------------------------
 # delimited text (Topaz, CryoPPP)
 # ----------------------------------------------------------------------------------------------
+#: pandas' default missing-value strings (read_csv's documentation), kept for every column but the names
+_PANDAS_NA_VALUES = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+                     "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+
+
 def read_delimited(path: Path, sep: str, what: str) -> pd.DataFrame:
     """A delimited text table with a header line; CrispError for empty or unparsable files."""
     import csv
 
-    try:  # names stay text: "001" must not become 1
+    try:  # names stay text: "001" must not become 1, nor a micrograph called "nan" a missing value
+        header = pd.read_csv(path, sep=sep, skipinitialspace=True, nrows=0, encoding="utf-8")
+        na_values = {c: list(_PANDAS_NA_VALUES) for c in header.columns if str(c).strip() != "image_name"}
         table = pd.read_csv(path, sep=sep, skipinitialspace=True, dtype={"image_name": str},
-                            encoding="utf-8")
+                            encoding="utf-8", keep_default_na=False, na_values=na_values)
     except pd.errors.EmptyDataError:
         raise CrispError(f"empty {what} file (no header line)", path) from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, csv.Error) as err:
