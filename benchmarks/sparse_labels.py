@@ -254,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     columns = [c for c in ("fraction", "method", "seed", "tag", "train_particles", "train_seconds",
                            "pick_precision", "pick_recall", "pick_F1", "pick_AP", "sparse_tuned_F1")
                if c in table]
-    print(table[columns].to_markdown(index=False, floatfmt=".3f"))
+    try:
+        print(table[columns].to_markdown(index=False, floatfmt=".3f"))
+    except ImportError:  # to_markdown needs tabulate, not a dependency
+        print(table[columns].to_string(index=False))
     return 0
 
 
