@@ -315,10 +315,7 @@ def _fill_label_settings(config: TrainConfig, folder: DatasetFolder, names: list
     if config.positive_fraction is None:
         sparse = any(bool(np.any(m == UNLABELLED)) for m in masks)
         update["positive_fraction"] = 0.5 if sparse else 0.0
-    if needs_prior(config.loss) and config.class_prior is None:
-        if config.expected_particles is None:
-            raise CrispError(f"loss '{config.loss}' needs the class prior: give the expected number of "
-                             "particles per training micrograph (--expected-particles N)")
+    if needs_prior(config.loss) and config.class_prior is None:  # check_config made sure of the count
         prior, labelled = class_prior(folder, names, masks, config.expected_particles)
         update.update(class_prior=prior, labelled_fraction=labelled)
     return config.model_copy(update=update) if update else config
