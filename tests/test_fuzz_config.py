@@ -192,3 +192,15 @@ def test_loss_parser_gives_a_loss_or_a_crisp_error(spec):
     assert all(math.isfinite(w) and w > 0 for w in loss.weights)
     value.backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def test_a_key_with_line_breaks_is_named_on_one_line(tmp_path):
+    """Found by the fuzz test above: a YAML key of two line breaks made a two-line error message."""
+    from crisp.errors import CrispError
+    from crisp.train import make_config
+
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"? '\n\n'\n")
+    with pytest.raises(CrispError) as info:
+        make_config(None, path)
+    assert "\n" not in str(info.value) and "Extra inputs" in str(info.value)

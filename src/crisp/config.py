@@ -31,6 +31,7 @@ def _format_validation_error(err: ValidationError) -> str:
     parts = []
     for item in err.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        where = where.encode("unicode_escape").decode("ascii")  # a key may hold line breaks: one line
         parts.append(f"{where}: {item['msg']}")
     return "; ".join(parts)
 
