@@ -11,9 +11,17 @@ downloaded at run time: a structure is read either
    ``sources=[DIR]`` or the environment variable ``CRISP_STRUCTURE_SOURCES`` (folders separated by
    ``os.pathsep``). A folder may hold the ``.tar.gz`` archive itself or the unpacked tree.
 
-The file's SHA-256 is checked. ``docs/structure_corpus.md`` lists the structures with their sources
-and licences; ``python -m crisp.simulate.structures --sources DIR`` re-measures every entry found in
-``DIR`` and reports any difference from the catalogue.
+The file's SHA-256 is checked. Before either, the cleaned atoms of every catalogued structure are
+read from the structure pack shipped with CRISP, ``crisp/data/structures.npz`` (made by
+:mod:`crisp.data.make_structure_pack`): coordinates relative to the centre of mass in units of
+0.01 Å, elements, charges, occupancies, B-factors and anisotropic displacements, and each chain's
+name and atom count, so no source file is needed at run time. The pack records each file's
+SHA-256; an entry whose SHA-256 differs from the pack's (or that the pack lacks) is read from the
+installed package or source archive as above.
+
+``docs/structure_corpus.md`` lists the structures with their sources and licences;
+``python -m crisp.simulate.structures --sources DIR`` re-measures every entry found in ``DIR``
+(always from the files, never the pack) and reports any difference from the catalogue.
 
 Measurements (``max_dimension_A``, ``n_atoms``, ``mass_kDa``) are taken on model 1 (restricted to
 the entry's ``chains`` when the file holds several copies of the particle) after removing waters,
@@ -25,13 +33,16 @@ from __future__ import annotations
 
 import argparse
 import bz2
+import functools
 import gzip
 import hashlib
 import importlib.util
 import io
+import json
 import math
 import os
 import tarfile
+import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -46,6 +57,14 @@ from crisp.simulate.structure_catalogue import (  # noqa: F401 - re-exported
     STRUCTURES,
     StructureEntry,
 )
+
+#: The structure pack shipped with CRISP (see :mod:`crisp.data.make_structure_pack`).
+PACK_PATH = Path(__file__).resolve().parents[1] / "data" / "structures.npz"
+#: Units of the pack's integer arrays: coordinates (Å), B-factors (Å^2), occupancies, U_ij (Å^2).
+PACK_COORD_UNIT_A = 0.01
+PACK_B_UNIT = 0.01
+PACK_OCC_UNIT = 0.01
+PACK_ANISO_UNIT = 1e-4
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,15 +233,135 @@ def measure(st: gemmi.Structure) -> dict[str, object]:
             "mass_kDa": round(mass, 1), "kind": kind}
 
 
-def load_structure(entry: StructureEntry,
-                   sources: Iterable[str | os.PathLike[str]] | None = None) -> gemmi.Structure:
-    """Read and clean the entry's structure (see :func:`structure_bytes` for where it is looked for)."""
+# --------------------------------------------------------------------------------------------
+# the structure pack
+# --------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _read_pack(path: Path) -> tuple[dict[str, dict[str, object]], dict[str, np.ndarray]]:
+    """The pack's index (name -> provenance and chains) and its arrays (all read at once: ~7 MB, 0.05 s)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CrispError(f"cannot read the structure pack: {exc}", str(path)) from exc
+    index = json.loads(str(arrays.pop("index")))
+    return index["structures"], arrays
+
+
+def _pack_index(path: Path | None = None) -> dict[str, dict[str, object]]:
+    path = PACK_PATH if path is None else path
+    return _read_pack(path)[0] if path.is_file() else {}
+
+
+def packed_structure_names(path: Path | None = None) -> tuple[str, ...]:
+    """Names of the structures in the pack (``crisp/data/structures.npz``); empty if it is absent."""
+    return tuple(_pack_index(path))
+
+
+def packed_arrays(entry: StructureEntry, path: Path | None = None) -> dict[str, np.ndarray] | None:
+    """The pack's arrays for ``entry`` (``xyz`` (N, 3) int16 in 0.01 Å about the centre of mass,
+    ``element`` uint8 atomic numbers, ``charge`` int8, ``occ`` uint8 in 0.01, ``b`` uint16 in 0.01 Å^2,
+    ``aniso`` (N, 6) int32 U11 U22 U33 U12 U13 U23 in 1e-4 Å^2 when the file has ANISOU data), or
+    ``None`` when the pack lacks the entry or holds another file (SHA-256 differs)."""
+    path = PACK_PATH if path is None else path
+    info = _pack_index(path).get(entry.name)
+    if info is None or info.get("sha256") != entry.sha256:
+        return None
+    arrays = _read_pack(path)[1]
+    prefix = f"{entry.name}."
+    return {key[len(prefix):]: arr for key, arr in arrays.items() if key.startswith(prefix)}
+
+
+def structure_from_arrays(arrays: dict[str, np.ndarray], chains: Sequence[tuple[str, int]],
+                          name: str = "") -> gemmi.Structure:
+    """A gemmi structure (one model) holding the pack's atoms: chain by chain (``(name, n_atoms)``
+    pairs, in order), each chain one residue ``UNK`` whose atoms are named by their element."""
+    xyz = arrays["xyz"].astype(np.float64) * PACK_COORD_UNIT_A
+    b = arrays["b"].astype(np.float64) * PACK_B_UNIT
+    occ = arrays["occ"].astype(np.float64) * PACK_OCC_UNIT
+    charge = arrays["charge"].tolist()
+    aniso = arrays.get("aniso")
+    aniso_u = None if aniso is None else aniso.astype(np.float64) * PACK_ANISO_UNIT
+    elements = {z: gemmi.Element(int(z)) for z in np.unique(arrays["element"])}
+    if sum(n for _, n in chains) != len(xyz):
+        raise CrispError(f"the pack's chain sizes do not add up to its {len(xyz)} atoms", name)
+    st = gemmi.Structure()
+    st.name = name
+    model = gemmi.Model(1) if _MODEL_TAKES_INT else gemmi.Model("1")
+    i = 0
+    for chain_name, n_atoms in chains:
+        chain = gemmi.Chain(chain_name)
+        residue = gemmi.Residue()
+        residue.name = "UNK"
+        residue.seqid = gemmi.SeqId(1, " ")
+        for _ in range(n_atoms):
+            atom = gemmi.Atom()
+            el = elements[arrays["element"][i]]
+            atom.element = el
+            atom.name = el.name.upper()
+            atom.pos = gemmi.Position(*xyz[i])
+            atom.b_iso = b[i]
+            atom.occ = occ[i]
+            atom.charge = charge[i]
+            if aniso_u is not None and aniso[i].any():
+                atom.aniso = gemmi.SMat33f(*aniso_u[i])
+            residue.add_atom(atom)
+            i += 1
+        chain.add_residue(residue)
+        model.add_chain(chain)
+    st.add_model(model)
+    return st
+
+
+def _model_takes_int() -> bool:
+    try:
+        gemmi.Model(1)
+    except TypeError:
+        return False
+    return True
+
+
+_MODEL_TAKES_INT = _model_takes_int()
+
+
+@functools.lru_cache(maxsize=64)
+def _packed_structure(entry: StructureEntry, path: Path) -> gemmi.Structure | None:
+    arrays = packed_arrays(entry, path)
+    if arrays is None:
+        return None
+    chains = [(str(c), int(n)) for c, n in _pack_index(path)[entry.name]["chains"]]
+    return structure_from_arrays(arrays, chains, entry.name)
+
+
+def load_structure(entry: StructureEntry, sources: Iterable[str | os.PathLike[str]] | None = None,
+                   *, use_pack: bool = True) -> gemmi.Structure:
+    """Read and clean the entry's structure.
+
+    From the structure pack when it holds the entry (``use_pack``; atoms only: chains keep their
+    names, residues and atom names are not kept), else from the file (see :func:`structure_bytes` for
+    where it is looked for). The result is the caller's to change.
+    """
+    if use_pack:
+        packed = _packed_structure(entry, PACK_PATH)
+        if packed is not None:
+            return packed.clone()
     return clean_structure(parse_structure(structure_bytes(entry, sources), entry.path), entry.chains)
 
 
 # --------------------------------------------------------------------------------------------
 # density
 # --------------------------------------------------------------------------------------------
+def _radius_about(st: gemmi.Structure, entry: StructureEntry, centre: np.ndarray, use_pack: bool) -> float:
+    """Largest distance of an atom of ``st`` from ``centre``, Å (from the pack's array when it has
+    the entry: no loop over the atoms)."""
+    arrays = packed_arrays(entry) if use_pack else None
+    if arrays is not None:
+        xyz = arrays["xyz"] * PACK_COORD_UNIT_A
+    else:
+        xyz = atom_coordinates(st)
+    return float(np.sqrt(np.max(np.sum((xyz - centre) ** 2, axis=1))))
+
+
 def _smooth_size(n: int) -> int:
     """Smallest even integer >= n whose only prime factors are 2, 3 and 5 (FFT-friendly)."""
     m = max(2, n + (n % 2))
@@ -238,7 +377,8 @@ def _smooth_size(n: int) -> int:
 
 def structure_density(entry: StructureEntry, pixel_size_A: float, *, box: int | None = None,
                       blur_B: float | None = None, margin_A: float = 20.0,
-                      sources: Iterable[str | os.PathLike[str]] | None = None) -> np.ndarray:
+                      sources: Iterable[str | os.PathLike[str]] | None = None,
+                      use_pack: bool = True) -> np.ndarray:
     """A density map of the entry's structure on a cubic grid, built with gemmi.
 
     As :mod:`crisp.data.make_reference_map` does for the bundled map: the cleaned model's centre
@@ -260,7 +400,11 @@ def structure_density(entry: StructureEntry, pixel_size_A: float, *, box: int | 
     margin_A
         Empty space added to the maximum dimension when ``box`` is not given, Å.
     sources
-        Folders with source archives (see :func:`structure_bytes`).
+        Folders with source archives (see :func:`structure_bytes`), read when the structure pack
+        lacks the entry.
+    use_pack
+        Read the atoms from the structure pack when it holds the entry (coordinates within 0.01 Å of
+        the file's); ``False``: always from the file.
 
     Returns
     -------
@@ -274,22 +418,18 @@ def structure_density(entry: StructureEntry, pixel_size_A: float, *, box: int | 
     """
     if not (pixel_size_A > 0 and math.isfinite(pixel_size_A)):
         raise CrispError(f"pixel size must be a positive number of Å, got {pixel_size_A}")
-    st = load_structure(entry, sources)
-    xyz = atom_coordinates(st)
+    st = load_structure(entry, sources, use_pack=use_pack)
     model = st[0]
     centre = model.calculate_center_of_mass()
-    extent = 2 * float(np.max(np.linalg.norm(xyz - np.array(centre.tolist()), axis=1)))
+    extent = 2 * _radius_about(st, entry, np.array(centre.tolist()), use_pack)
     if box is None:
         box = _smooth_size(math.ceil((extent + margin_A) / pixel_size_A))
     if box < 2 or box * pixel_size_A < extent:
         raise CrispError(f"box of {box} voxels of {pixel_size_A} Å is smaller than structure {entry.name} "
                          f"({extent:.0f} Å across its centre of mass)")
     half = (box // 2) * pixel_size_A
-    shift = gemmi.Position(half - centre.x, half - centre.y, half - centre.z)
-    for chain in model:
-        for residue in chain:
-            for atom in residue:
-                atom.pos = atom.pos + shift
+    shift = gemmi.Vec3(half - centre.x, half - centre.y, half - centre.z)
+    model.transform_pos_and_adp(gemmi.Transform(gemmi.Mat33(), shift))  # identity: U_ij unchanged
     side = box * pixel_size_A
     st.cell = gemmi.UnitCell(side, side, side, 90, 90, 90)
     st.spacegroup_hm = "P 1"
@@ -311,8 +451,8 @@ def structure_density(entry: StructureEntry, pixel_size_A: float, *, box: int | 
 # --------------------------------------------------------------------------------------------
 def remeasure(entry: StructureEntry, sources: Iterable[str | os.PathLike[str]] | None = None
               ) -> dict[str, object]:
-    """Measure the entry's file afresh (see :func:`measure`)."""
-    return measure(load_structure(entry, sources))
+    """Measure the entry's file afresh (see :func:`measure`; never from the pack)."""
+    return measure(load_structure(entry, sources, use_pack=False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
