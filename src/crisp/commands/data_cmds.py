@@ -154,6 +154,60 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{len(names)} micrographs in {out} ({cfg.width_px} x {cfg.height_px} px, "
                    f"{cfg.pixel_size} Å/px, seed {cfg.seed})")
 
+    @app.command("simulate-corpus")
+    def simulate_corpus_cmd(
+        out: Path = typer.Option(..., "-o", "--out", help="Output dataset folder."),
+        count: int = typer.Option(100, "--count", help="Number of micrographs."),
+        seed: int = typer.Option(0, "--seed", help="Master seed."),
+        size: int = typer.Option(512, "--size", help="Square micrograph size in pixels."),
+        structures: str | None = typer.Option(None, "--structures", help="Comma-separated catalogue "
+                                              "names (default: all usable ones but the held-out "
+                                              "4jsv, 3enl, 6msm)."),
+        exclude: str | None = typer.Option(None, "--exclude-structures", help="Comma-separated names "
+                                           "to leave out."),
+        phantom_fraction: float = typer.Option(0.25, "--phantom-fraction", help="Fraction of "
+                                               "micrographs of ASPIRE phantoms."),
+        snr_detector: str | None = typer.Option(None, "--snr-detector", help="SNR at the detector "
+                                                "pixel size: S or LO,HI (0.003,0.05; log-uniform)."),
+        label: str = typer.Option("disc", "--label", help="disc (radius a quarter diameter at the "
+                                  "true centres) or footprint (thresholded particle image)."),
+        prefix: str = typer.Option("corpus", "--prefix", help="Micrograph name prefix."),
+        preview: bool = typer.Option(True, "--preview/--no-preview", help="Write preview.png."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Recompute every micrograph, also "
+                                       "those OUT holds from other settings."),
+        keep_going: bool = typer.Option(False, "--keep-going", help="Go on when one micrograph fails."),
+        shard: str | None = typer.Option(None, "--shard", help="I/N: make only the I-th of N shares."),
+        workers: int | None = WORKERS,
+        scheduler: str | None = SCHEDULER,
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ) -> None:
+        """Simulate the general model's training corpus (crisp.simulate.corpus): many structures and
+        phantoms at a fixed particle size in pixels, random CTF, SNR, coloured noise, carbon, ice."""
+        from crisp.batch import parse_shard
+        from crisp.config import check_number, check_output
+        from crisp.simulate.corpus import default_structures, make_corpus_config, simulate_corpus
+        from crisp.simulate.structures import get_structure
+
+        shard_spec = parse_shard(shard)
+        check_number(count, "--count", ge=1)
+        check_number(size, "--size", gt=0)
+        check_number(phantom_fraction, "--phantom-fraction", ge=0, le=1)
+        check_output(out, "folder")
+        names = default_structures() if structures is None else tuple(
+            s.strip() for s in structures.split(",") if s.strip())
+        dropped = tuple(s.strip() for s in (exclude or "").split(",") if s.strip())
+        for name in names + dropped:
+            get_structure(name)
+        cfg = make_corpus_config(count=count, seed=seed, size=size, prefix=prefix, label=label,
+                                 structures=tuple(n for n in names if n not in dropped),
+                                 phantom_fraction=phantom_fraction,
+                                 snr_detector=parse_range(snr_detector, "--snr-detector"))
+        with execution(workers, scheduler):
+            made = simulate_corpus(out, cfg, progress=not quiet, preview=preview, overwrite=overwrite,
+                                   keep_going=keep_going, shard=shard_spec)
+        typer.echo(f"{len(made)} micrographs in {out} ({size} x {size} px, {len(cfg.structures)} structures, "
+                   f"phantom fraction {phantom_fraction:g}, seed {seed})")
+
     @app.command("preprocess")
     def preprocess_cmd(
         inputs: list[Path] = typer.Argument(..., help="Micrographs (MRC/TIFF/PNG/JPG) or folders of them."),
