@@ -63,6 +63,7 @@ def test_unknown_structure_is_a_crisp_error():
 
 def test_missing_file_names_the_package_to_install(tmp_path, monkeypatch):
     monkeypatch.delenv(S.SOURCES_ENV, raising=False)
+    monkeypatch.setattr(S, "PACK_PATH", tmp_path / "no-pack.npz")  # as if the pack were not shipped
     entry = S.get_structure("6wg6")  # only in biopython's source archive, never installed
     how = r"biopython.*pip download --no-deps --no-binary :all: biopython==1\.88"
     with pytest.raises(CrispError, match=how):
@@ -176,7 +177,7 @@ def test_bundled_reference_map_is_reproduced_from_pdbfixer():
     import mrcfile
 
     ref = mrcfile.read(Path(S.__file__).parents[1] / "data" / "reference_map.mrc")
-    vol = S.structure_density(entry, 3.54, box=64, blur_B=600.0)
+    vol = S.structure_density(entry, 3.54, box=64, blur_B=600.0, use_pack=False)
     np.testing.assert_allclose(vol, ref, rtol=0, atol=1e-5 * float(ref.max()))
 
 
@@ -202,3 +203,115 @@ def test_catalogue_chain_selections_are_recorded():
     tric = S.get_structure("4v8r")
     assert len(tric.chains) == 16 and tric.max_dimension_A < 200  # one TRiC of the two in the file
     assert S.get_structure("3kpr").chains == ("A", "B", "C", "D", "E")
+
+
+# --------------------------------------------------------------------------------------------
+# the structure pack (crisp/data/structures.npz): no source archive needed
+# --------------------------------------------------------------------------------------------
+@pytest.fixture()
+def no_sources(tmp_path, monkeypatch):
+    """No source folder and none in the environment: only the pack can provide a structure."""
+    monkeypatch.delenv(S.SOURCES_ENV, raising=False)
+    return [tmp_path / "empty"]
+
+
+def _relative_difference(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def test_pack_holds_every_catalogued_structure_with_its_provenance():
+    assert S.PACK_PATH.is_file() and S.PACK_PATH.stat().st_size <= 5_000_000
+    assert S.packed_structure_names() == tuple(e.name for e in S.STRUCTURES)
+    index = S._pack_index()
+    for entry in S.STRUCTURES:
+        info = index[entry.name]
+        assert (info["sha256"], info["package"], info["version"], info["path"]) == (
+            entry.sha256, entry.package, entry.version, entry.path), entry.name
+        assert sum(n for _, n in info["chains"]) == info["n_atoms"] == entry.n_atoms, entry.name
+        if entry.chains:
+            assert sorted(c for c, _ in info["chains"]) == sorted(entry.chains), entry.name
+
+
+def test_packed_atoms_give_the_catalogued_sizes_and_masses():
+    """Each packed structure's maximum dimension, atom count and mass are the catalogue's (which
+    were measured on the files), and the coordinates are centred on the centre of mass."""
+    for entry in S.STRUCTURES:
+        arrays = S.packed_arrays(entry)
+        assert arrays is not None, entry.name
+        xyz = arrays["xyz"].astype(float) * S.PACK_COORD_UNIT_A
+        assert set(np.unique(arrays["element"])) <= {6, 7, 8, 15, 16}, entry.name  # C N O P S
+        assert len(xyz) == entry.n_atoms, entry.name
+        assert S.max_dimension(xyz) == pytest.approx(entry.max_dimension_A, abs=0.06), entry.name
+        st = S.load_structure(entry, [])
+        mass = sum(a.element.weight for ch in st[0] for r in ch for a in r) / 1000.0
+        assert mass == pytest.approx(entry.mass_kDa, abs=0.06), entry.name
+        centre = np.array(st[0].calculate_center_of_mass().tolist())
+        assert np.abs(centre).max() < 0.01, entry.name
+
+
+def test_bundled_reference_map_is_reproduced_from_the_pack(no_sources):
+    """No source archive: the 4JSV density from the pack matches the bundled map to 1e-3 of its peak."""
+    import mrcfile
+
+    ref = mrcfile.read(Path(S.__file__).parents[1] / "data" / "reference_map.mrc")
+    vol = S.structure_density(S.get_structure("4jsv"), 3.54, box=64, blur_B=600.0, sources=no_sources)
+    assert vol.shape == ref.shape == (64, 64, 64)
+    assert _relative_difference(vol, ref) < 1e-3
+
+
+def test_pack_density_matches_the_file_density():
+    entry = _available_entry()
+    if entry is None:
+        pytest.skip(f"no catalogued structure installed or in ${S.SOURCES_ENV} (e.g. pip install pdbfixer)")
+    for pixel_A in (4.0, 7.0):
+        packed = S.structure_density(entry, pixel_A)
+        from_file = S.structure_density(entry, pixel_A, use_pack=False)
+        assert packed.shape == from_file.shape
+        assert _relative_difference(packed, from_file) < 1e-3
+
+
+def test_stale_pack_entry_is_not_used(no_sources):
+    """An entry whose file differs from the one packed (SHA-256) is read from the file, not the pack."""
+    entry = replace(S.get_structure("4jsv"), sha256="0" * 64)
+    assert S.packed_arrays(entry) is None
+    with pytest.raises(CrispError, match="not available"):
+        S.structure_density(entry, PIXEL_A, sources=no_sources)
+
+
+def test_absent_pack_lists_nothing(tmp_path):
+    assert S.packed_structure_names(tmp_path / "none.npz") == ()
+
+
+def test_pack_round_trip_of_a_synthetic_structure(strand_entry, tmp_path, monkeypatch):
+    """make_pack writes a pack from which the density equals the file's (to the quantisation)."""
+    from crisp.data import make_structure_pack as M
+
+    entry, src = strand_entry
+    out = M.make_pack([src], tmp_path / "pack.npz", entries=[entry])
+    assert S.packed_structure_names(out) == ("strand",)
+    arrays = S.packed_arrays(entry, out)
+    assert arrays is not None and arrays["xyz"].dtype == np.int16 and arrays["element"].dtype == np.uint8
+    assert sorted(np.unique(arrays["element"]).tolist()) == [6, 7, 8]
+    assert np.all(arrays["b"] == 2000) and np.all(arrays["occ"] == 100)  # B 20.00 Å^2, occupancy 1.00
+    st = S.load_structure(entry, [src], use_pack=False)
+    xyz = S.atom_coordinates(st) - np.array(st[0].calculate_center_of_mass().tolist())
+    assert np.abs(arrays["xyz"] * S.PACK_COORD_UNIT_A - xyz).max() <= S.PACK_COORD_UNIT_A / 2 + 1e-9
+    monkeypatch.setattr(S, "PACK_PATH", out)
+    packed = S.structure_density(entry, 2.0, sources=[tmp_path / "empty"])
+    from_file = S.structure_density(entry, 2.0, sources=[src], use_pack=False)
+    assert _relative_difference(packed, from_file) < 1e-3
+
+
+def test_pack_refuses_coordinates_out_of_range(tmp_path):
+    """Two chains 700 Å apart put atoms 350 Å from the centre: beyond int16 in 0.01 Å units."""
+    from crisp.data import make_structure_pack as M
+
+    text = _strand_pdb(3, second_chain_z=700.0).encode()
+    path = "fakepkg-1.0/fakepkg/data/far.pdb"
+    (tmp_path / path).parent.mkdir(parents=True)
+    (tmp_path / path).write_bytes(text)
+    entry = replace(S.get_structure("4jsv"), name="far", package="fakepkg", version="1.0", path=path,
+                    archive="fakepkg-1.0.tar.gz", import_package=None, chains=(),
+                    sha256=hashlib.sha256(text).hexdigest())
+    with pytest.raises(CrispError, match="out of the range of int16"):
+        M.pack_entry(entry, [tmp_path])

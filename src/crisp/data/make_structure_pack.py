@@ -97,11 +97,11 @@ def pack_entry(entry: S.StructureEntry, sources: Sequence[str | os.PathLike[str]
 
 
 def make_pack(sources: Sequence[str | os.PathLike[str]] | None, out: Path = OUT,
-              names: Sequence[str] | None = None) -> Path:
-    """Read the catalogue's structures from ``sources`` and write the pack to ``out``."""
+              entries: Sequence[S.StructureEntry] | None = None) -> Path:
+    """Read ``entries`` (default: the whole catalogue) from ``sources`` and write the pack to ``out``."""
     from crisp.atomic import atomic_path
 
-    entries = S.STRUCTURES if not names else tuple(S.get_structure(n) for n in names)
+    entries = S.STRUCTURES if entries is None else tuple(entries)
     arrays: dict[str, np.ndarray] = {}
     records: dict[str, object] = {}
     for entry in entries:
@@ -114,7 +114,7 @@ def make_pack(sources: Sequence[str | os.PathLike[str]] | None, out: Path = OUT,
     index = {"format": FORMAT, "units": units, "licence": "PDB data, CC0 1.0", "structures": records}
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as fh:  # a file object: np.savez_compressed would append .npz to a path
-            np.savez_compressed(fh, index=np.array(json.dumps(index, sort_keys=True)), **arrays)
+            np.savez_compressed(fh, index=np.array(json.dumps(index)), **arrays)
     digest = hashlib.sha256(Path(out).read_bytes()).hexdigest()
     print(f"{out}: {len(records)} structures, {Path(out).stat().st_size / 1e6:.2f} MB, sha256 {digest}")
     return Path(out)
@@ -149,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if not args.check:
-            make_pack(args.sources, args.out, args.names)
+            names = args.names
+            make_pack(args.sources, args.out, None if not names else [S.get_structure(n) for n in names])
             return 0
         if args.out.resolve() != S.PACK_PATH:
             S.PACK_PATH = args.out.resolve()
