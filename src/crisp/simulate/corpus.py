@@ -136,7 +136,7 @@ def check_config(config: CorpusConfig, check_files: bool = True) -> None:
     can be drawn, and (``check_files``) that every structure's file can be read.
     """
     from crisp.simulate.config import PHANTOM_PATTERN
-    from crisp.simulate.structures import get_structure, structure_bytes
+    from crisp.simulate.structures import get_structure, packed_structure_names, structure_bytes
 
     if config.count < 1:
         raise CrispError(f"--count: expected at least 1 micrograph, got {config.count}")
@@ -170,8 +170,10 @@ def check_config(config: CorpusConfig, check_files: bool = True) -> None:
         raise CrispError("the phantom list is empty but --phantom-fraction is above 0")
     entries = [get_structure(name) for name in config.structures]
     if check_files and config.phantom_fraction < 1:
+        packed = set(packed_structure_names())
         for entry in entries:
-            structure_bytes(entry)
+            if entry.name not in packed:  # read from the installed package or a source archive
+                structure_bytes(entry)
 
 
 # --------------------------------------------------------------------------------------------
