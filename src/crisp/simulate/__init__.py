@@ -40,7 +40,9 @@ skips micrographs already made with the same settings and refuses other settings
 
 Modules: :mod:`~crisp.simulate.config` (settings, presets), :mod:`~crisp.simulate.physics` (the density,
 placement, projection, CTF, noise, labels of one micrograph), :mod:`~crisp.simulate.dataset` (the
-dataset folder, the preview figure).
+dataset folder, the preview figure), :mod:`~crisp.simulate.corpus` (``crisp simulate-corpus``: the
+general model's training corpus, many structures and phantoms at a fixed particle size in pixels,
+with the nuisances of :mod:`~crisp.simulate.nuisances`).
 """
 
 from crisp.simulate.config import (
