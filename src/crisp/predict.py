@@ -25,8 +25,9 @@ import numpy as np
 from crisp.errors import CrispError
 from crisp.tiling import _starts, blend_window, dihedral_mean, predict_probabilities  # noqa: F401 - re-exported
 
-__all__ = ["blend_window", "foreground_fn", "input_binning", "load_run", "predict_probabilities",
-           "run_identity", "segment_files", "segment_settings", "tiling_setting", "upsample_to"]
+__all__ = ["blend_window", "check_diameter", "diameter_setting", "foreground_fn", "input_binning", "load_run",
+           "micrograph_diameter_px", "predict_probabilities", "run_identity", "segment_files",
+           "segment_settings", "tiling_setting", "upsample_to"]
 
 
 def upsample_to(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -80,7 +81,41 @@ def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best.ckpt"):
     return run.config, run.network(checkpoint)
 
 
-def input_binning(config, pixel_size: float | None) -> float:
+def check_diameter(config, diameter_A: float | None, diameter_px: float | None,
+                   run: str | os.PathLike[str] | None = None) -> None:
+    """Refuse a diameter the run cannot use, or a diameter-scaled run without one (before any work).
+
+    A run with ``particle_diameter_px`` (a general model) needs exactly one of ``diameter_A`` (with the
+    micrographs' pixel size) and ``diameter_px``; a run without it takes neither.
+    """
+    from crisp.config import check_number
+
+    check_number(diameter_A, "--diameter-A", gt=0)
+    check_number(diameter_px, "--diameter-px", gt=0)
+    if diameter_A is not None and diameter_px is not None:
+        raise CrispError("give --diameter-A or --diameter-px, not both")
+    given = diameter_A is not None or diameter_px is not None
+    if config.particle_diameter_px is not None and not given:
+        raise CrispError("the model works at a fixed scale per particle diameter: give --diameter-A "
+                         "(with the pixel size from the header or --pixel-size) or --diameter-px", run)
+    if config.particle_diameter_px is None and given:
+        raise CrispError("the run is not diameter-scaled (its config has no particle_diameter_px): drop "
+                         "--diameter-A/--diameter-px (it is resampled by its pixel size)", run)
+
+
+def micrograph_diameter_px(diameter_A: float | None, diameter_px: float | None, pixel_size: float | None,
+                           path: str | os.PathLike[str] | None = None) -> float:
+    """The particle diameter in pixels of one micrograph: ``diameter_px``, or ``diameter_A`` divided by
+    its pixel size (Å/px; CrispError when unknown)."""
+    if diameter_px is not None:
+        return float(diameter_px)
+    if pixel_size is None:
+        raise CrispError("no pixel size to convert --diameter-A to pixels: give --pixel-size, or the "
+                         "diameter in pixels with --diameter-px", path)
+    return float(diameter_A) / float(pixel_size)
+
+
+def input_binning(config, pixel_size: float | None, diameter_px: float | None = None) -> float:
     """Resampling factor that brings a micrograph to the pixel size the network was trained at.
 
     Parameters
@@ -90,21 +125,31 @@ def input_binning(config, pixel_size: float | None) -> float:
         (Å per pixel of the training micrographs before binning, None when unknown).
     pixel_size
         Å per pixel of the micrograph to segment (None when unknown).
+    diameter_px
+        The particle diameter in pixels of the micrograph, for a diameter-scaled run (one with
+        ``config.particle_diameter_px``; :func:`check_diameter`).
 
     Returns
     -------
     float
         ``bin * config.pixel_size / pixel_size`` (> 1 bins, < 1 upsamples), so the network sees
         ``bin * config.pixel_size`` Å per pixel whatever the input; ``config.bin`` itself when either
-        pixel size is unknown or the two agree within 1 %.
+        pixel size is unknown or the two agree within 1 %. For a diameter-scaled run,
+        ``diameter_px / config.particle_diameter_px``: the particle spans ``particle_diameter_px`` on
+        the network's grid.
     """
     from crisp.io.micrographs import pixel_size_ratio
 
+    if config.particle_diameter_px is not None:
+        if diameter_px is None:
+            raise CrispError("the run is diameter-scaled: give --diameter-A or --diameter-px")
+        return float(diameter_px) / float(config.particle_diameter_px)
     return float(config.bin) * pixel_size_ratio(config.pixel_size, pixel_size)
 
 
 def run_identity(run_dir: str | os.PathLike[str]) -> dict:
-    """What identifies a run's maps: its resolved folder and SHA-256 digests of its config and weights.
+    """What identifies a run's maps: its resolved folder and SHA-256 digests of its config and weights
+    (a bundled model: its name instead of the folder, :mod:`crisp.models.bundled`).
 
     Another run, or the same folder retrained (new ``best.ckpt``) or reconfigured, gets another
     identity, so :func:`segment_files` refuses to mix its maps with the old ones. A file that does not
@@ -112,9 +157,10 @@ def run_identity(run_dir: str | os.PathLike[str]) -> dict:
     """
     import hashlib
 
+    from crisp.models.bundled import resolve_run
     from crisp.run import BEST, Run
 
-    run = Run(run_dir)
+    run = Run(resolve_run(run_dir))
 
     def digest(path: Path) -> str | None:
         if not path.is_file():
@@ -125,8 +171,12 @@ def run_identity(run_dir: str | os.PathLike[str]) -> dict:
                 sha.update(block)
         return sha.hexdigest()
 
-    return {"path": str(run.path.resolve()), "config_sha256": digest(run.config_path),
-            "checkpoint_sha256": digest(run.checkpoint_path(BEST))}
+    identity = {"path": str(run.path.resolve()), "config_sha256": digest(run.config_path),
+                "checkpoint_sha256": digest(run.checkpoint_path(BEST))}
+    if run.bundled is not None:  # by name and digests: the same model wherever CRISP is installed
+        identity = {"bundled": run.bundled, **identity}
+        del identity["path"]
+    return identity
 
 
 def check_backend(backend: str) -> None:
@@ -144,18 +194,31 @@ def tiling_setting(max_tile_px: int | None) -> str:
     return f"tiles of at most {max_tile_px} px"
 
 
+def diameter_setting(diameter_A: float | None, diameter_px: float | None) -> dict:
+    """The particle diameter given to a diameter-scaled run, as recorded in a batch's settings (empty
+    when none is given, so that the settings of other runs read as before)."""
+    if diameter_A is not None:
+        return {"diameter_A": float(diameter_A)}
+    if diameter_px is not None:
+        return {"diameter_px": float(diameter_px)}
+    return {}
+
+
 def segment_settings(run_dirs: Sequence[str | os.PathLike[str]], *, pixel_size: float | None = None,
                      overlap: int | None = None, tta: bool | None = None,
-                     max_tile_px: int | None = None) -> dict:
+                     max_tile_px: int | None = None, diameter_A: float | None = None,
+                     diameter_px: float | None = None) -> dict:
     """The settings that decide ``crisp segment``'s maps (recorded in the output folder's manifest).
 
     Each run's :func:`run_identity` (in order; several runs are an ensemble), ``tta`` and ``overlap``
     as given (None: the run's own setting, which its config digest covers), the ``pixel_size``
-    override and the tiling (:func:`tiling_setting`: whole-image maps differ slightly from tiled
-    ones). The batch size and thread count do not change the maps and are left out.
+    override, the tiling (:func:`tiling_setting`: whole-image maps differ slightly from tiled
+    ones) and the particle diameter given to a diameter-scaled run (:func:`diameter_setting`). The
+    batch size and thread count do not change the maps and are left out.
     """
     return {"runs": [run_identity(r) for r in run_dirs], "tta": tta, "overlap": overlap,
-            "pixel_size": pixel_size, "tiling": tiling_setting(max_tile_px)}
+            "pixel_size": pixel_size, "tiling": tiling_setting(max_tile_px),
+            **diameter_setting(diameter_A, diameter_px)}
 
 
 class NetworkItems:
@@ -168,8 +231,10 @@ class NetworkItems:
 
     def __init__(self, run_dirs: list, *, pixel_size: float | None, overlap: int | None, tta: bool | None,
                  batch_size: int = 8, max_tile_px: int | None = None, threads: int | None = None,
-                 memory_budget: int | None = None, backend: str = "auto") -> None:
+                 memory_budget: int | None = None, backend: str = "auto", diameter_A: float | None = None,
+                 diameter_px: float | None = None) -> None:
         self.run_dirs, self.pixel_size, self.overlap, self.tta = list(run_dirs), pixel_size, overlap, tta
+        self.diameter_A, self.diameter_px = diameter_A, diameter_px
         self.batch_size, self.max_tile_px, self.threads = batch_size, max_tile_px, threads
         self.memory_budget, self.backend = memory_budget, backend
         self._loaded: dict[int, tuple] = {}
@@ -217,15 +282,33 @@ class NetworkItems:
             self._models = models
         return self._models
 
+    def binning(self, config, mic, path) -> float:
+        """The resampling factor of micrograph ``mic`` for a run (:func:`input_binning`): by the pixel
+        size, or for a diameter-scaled run by the particle diameter given (in the micrograph's pixels)."""
+        if config.particle_diameter_px is not None:
+            check_diameter(config, self.diameter_A, self.diameter_px)
+            diameter = micrograph_diameter_px(self.diameter_A, self.diameter_px, mic.pixel_size, path)
+            return input_binning(config, mic.pixel_size, diameter)
+        if mic.pixel_size is None and config.pixel_size is not None:
+            warnings.warn(f"{path}: no pixel size (give --pixel-size); binned by the run's factor "
+                          f"{config.bin}, which assumes {config.pixel_size:g} Å/px as in training",
+                          stacklevel=3)
+        return input_binning(config, mic.pixel_size)
+
+    def check_runs(self) -> None:
+        """Refuse a diameter the runs cannot use, or a diameter-scaled run without one (reads only
+        the configs; before the output folder is touched)."""
+        from crisp.run import Run
+
+        for run_dir in self.run_dirs:
+            run = Run.load(run_dir)
+            check_diameter(run.config, self.diameter_A, self.diameter_px, run.path)
+
     def network_input(self, config, mic, path) -> np.ndarray:
         """The micrograph binned and normalised as the run's network saw its training data."""
         from crisp.patches import prepare_image
 
-        if mic.pixel_size is None and config.pixel_size is not None:
-            warnings.warn(f"{path}: no pixel size (give --pixel-size); binned by the run's factor "
-                          f"{config.bin}, which assumes {config.pixel_size:g} Å/px as in training",
-                          stacklevel=2)
-        return prepare_image(mic.data, input_binning(config, mic.pixel_size), config.normalize)
+        return prepare_image(mic.data, self.binning(config, mic, path), config.normalize)
 
 
 class _Segmenter(NetworkItems):
@@ -238,12 +321,14 @@ class _Segmenter(NetworkItems):
         models = self.models()
         mic = read_micrograph(path, pixel_size=self.pixel_size)
         total = np.zeros(mic.shape, np.float32)
+        factors = []
         for config, predictor in models:
+            factors.append(self.binning(config, mic, path))
             prob = predictor.foreground(self.network_input(config, mic, path))
             total += np.clip(upsample_to(prob, mic.shape), 0.0, 1.0)
         write_mrc(staging.path(item.outputs[0]), total / len(models), pixel_size=mic.pixel_size,
                   dtype=np.float16)
-        return {"shape": list(mic.shape), "pixel_size": mic.pixel_size,
+        return {"shape": list(mic.shape), "pixel_size": mic.pixel_size, "factor": factors,
                 "backend": [predictor.backend for _config, predictor in models]}
 
 
@@ -253,7 +338,8 @@ def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[s
                   pixel_size: float | None = None, overlap: int | None = None,
                   tta: bool | None = None, progress: bool = True, keep_going: bool = False,
                   shard: tuple[int, int] | None = None, max_tile_px: int | None = None,
-                  threads: int | None = None, backend: str = "auto") -> list[Path]:
+                  threads: int | None = None, backend: str = "auto", diameter_A: float | None = None,
+                  diameter_px: float | None = None) -> list[Path]:
     """Write a foreground-probability map ``out_dir/NAME.mrc`` (float16) for every micrograph.
 
     ``run_dir`` is one training run or several (an ensemble): with several, the map is the mean
@@ -304,6 +390,12 @@ def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     backend
         ``auto``, ``eager`` or ``onnx`` (:class:`crisp.inference.Predictor`); the maps agree within
         about 1e-5 (float rounding, as between thread counts), so it is not a recorded setting.
+    diameter_A, diameter_px
+        The particle diameter in Å (converted with each micrograph's pixel size, or ``pixel_size``)
+        or in pixels of the micrographs, for a diameter-scaled run (a general model, one with
+        ``particle_diameter_px``), which needs one of them; each micrograph is then resampled by
+        ``diameter in its pixels / particle_diameter_px`` instead of by its pixel size. A recorded
+        setting.
 
     Returns
     -------
@@ -330,10 +422,15 @@ def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     if max_tile_px is not None and max_tile_px < 1:
         raise CrispError(f"--max-tile-px must be positive (got {max_tile_px})")
     check_backend(backend)
+    from crisp.models.bundled import check_writable
+
+    check_writable(out_dir, "maps")
     settings = segment_settings(run_dirs, pixel_size=pixel_size, overlap=overlap, tta=tta,
-                                max_tile_px=max_tile_px)
+                                max_tile_px=max_tile_px, diameter_A=diameter_A, diameter_px=diameter_px)
     segmenter = _Segmenter(run_dirs, pixel_size=pixel_size, overlap=overlap, tta=tta, batch_size=batch_size,
-                           max_tile_px=max_tile_px, threads=threads, backend=backend)
+                           max_tile_px=max_tile_px, threads=threads, backend=backend, diameter_A=diameter_A,
+                           diameter_px=diameter_px)
+    segmenter.check_runs()
     for index, identity in enumerate(settings["runs"]):
         if identity["config_sha256"] is None or identity["checkpoint_sha256"] is None:
             segmenter.preload(index)  # not a complete run: its error before the output folder is touched

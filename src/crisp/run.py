@@ -14,6 +14,9 @@ its checkpoints::
     RUN/logs/                     Lightning's own CSV logs (a resumed part in logs/version_N/)
     RUN/picker.yaml               the picker tuned on the run's validation maps (crisp tune-picker)
 
+:meth:`Run.load` also opens a bundled model by name (:mod:`crisp.models.bundled`: the same layout, its
+best checkpoint the network's state dict in float16, upcast here); nothing writes into a bundled folder.
+
 Every checkpoint is read with ``torch.load(..., weights_only=True)``: a file holding anything but
 tensors and plain Python values (which unpickling could turn into running code) is refused with a
 :class:`~crisp.errors.CrispError` naming it, and so is an empty, truncated or foreign file.
@@ -76,8 +79,12 @@ class Run:
     # ------------------------------------------------------------------------------------- reading
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Run:
-        """Open the run in folder ``path``: it must hold ``config.yaml`` and ``checkpoints/``."""
-        run = cls(path)
+        """Open the run in folder ``path``, or the bundled model of that name
+        (:func:`crisp.models.bundled.resolve_run`: an existing path wins): it must hold ``config.yaml``
+        and ``checkpoints/``."""
+        from crisp.models.bundled import resolve_run
+
+        run = cls(resolve_run(path))
         if not run.path.is_dir():
             raise CrispError("run folder not found", run.path)
         if not run.config_path.is_file():
@@ -148,6 +155,19 @@ class Run:
         return self.config.pixel_size
 
     @property
+    def bundled(self) -> str | None:
+        """The name of the bundled model this folder is (:mod:`crisp.models.bundled`), else None."""
+        from crisp.models.bundled import bundled_name
+
+        return bundled_name(self.path)
+
+    def check_writable(self, what: str = "output") -> None:
+        """Refuse to write into a bundled model's folder (read-only): CrispError naming it."""
+        from crisp.models.bundled import check_writable
+
+        check_writable(self.path, what)
+
+    @property
     def holds_run(self) -> bool:
         """Whether the folder already holds (part of) a run: a config or a last checkpoint."""
         return self.config_path.exists() or self.checkpoint_path(LAST).exists()
@@ -212,6 +232,7 @@ class Run:
         with torch.random.fork_rng(devices=[]):
             module = SegmentationModule(config.model_copy(update={"encoder_weights": None}))
         _check_crf_parts(config, data, path)
+        data = {**data, _STATE_KEY: _upcast(data[_STATE_KEY])}  # a bundled model's float16 weights
         _load_state(module, data, path, config)
         network = module.net
         network.eval()
@@ -224,6 +245,7 @@ class Run:
         """Write ``config.yaml`` (creates the folder)."""
         from crisp.config import save_yaml
 
+        self.check_writable("run")
         self.path.mkdir(parents=True, exist_ok=True)
         save_yaml(self.config_path, config)
         self._config = config
@@ -232,10 +254,12 @@ class Run:
         """Write the split manifest the run used."""
         from crisp.dataset import write_split
 
+        self.check_writable("run")
         write_split(self.split_path, split)
 
     def write_metrics(self, table) -> None:
         """Write the per-epoch table ``metrics.csv`` (pandas DataFrame)."""
+        self.check_writable("run")
         write_text_atomic(self.metrics_path, table.to_csv(index=False))
 
     def save_network(self, network, config, checkpoint: str = BEST) -> None:
@@ -274,7 +298,16 @@ class Run:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Write ``summary.json`` (the mark of a finished run)."""
+        self.check_writable("run")
         write_text_atomic(self.summary_path, json.dumps(summary, indent=2) + "\n")
+
+
+def _upcast(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with float16/bfloat16 tensors as float32 (an exported checkpoint's are float16)."""
+    import torch
+
+    return {k: v.float() if torch.is_tensor(v) and v.dtype in (torch.float16, torch.bfloat16) else v
+            for k, v in state.items()}
 
 
 def _check_crf_parts(config, data: dict[str, Any], path: Path) -> None:

@@ -9,7 +9,9 @@ micrographs are segmented by the tiler and scored with ``crisp evaluate``'s pixe
 cells in ``metrics.csv``.
 
 With a CRF, the CNN and the CRF have their own learning rates (``lr_cnn``, ``lr_crf``); ``init``
-starts the CNN from another run's best checkpoint (a new CRF is added).
+starts the CNN from another run's best checkpoint (a new CRF is added); it may be a bundled model
+(``init="general"``, :mod:`crisp.models.bundled`), which, being diameter-scaled, needs the particle
+diameter to choose the binning (:func:`scale_to_init`).
 
 The output is a run folder (:class:`crisp.run.Run`, which documents its files). This module also
 re-exports the settings (:mod:`crisp.training.config`) and, lazily, :func:`build_network`.
@@ -40,7 +42,7 @@ from crisp.training.config import (
 )
 
 __all__ = ["AUTO_PRESET", "CRF_FINE_TUNING_EPOCHS", "METRIC_COLUMNS", "PRESETS", "TrainConfig",
-           "check_config", "default_preset", "make_config", "train", "trainer_determinism"]
+           "check_config", "default_preset", "make_config", "scale_to_init", "train", "trainer_determinism"]
 
 
 def __getattr__(name: str) -> Any:
@@ -69,10 +71,55 @@ def _adopt_init_model(config: TrainConfig) -> TrainConfig:
         return config
     init_cfg = Run.load(config.init).config
     fields = ("arch", "encoder", "encoder_depth", "arch_params")
+    if init_cfg.particle_diameter_px is not None:  # a general model: its inputs are normalised its way
+        fields = (*fields, "normalize")
     values = config.model_dump()
     values.update({f: getattr(init_cfg, f) for f in fields})
     values["encoder_weights"] = None
     return validate_config(TrainConfig, values)
+
+
+def scale_to_init(config: TrainConfig, diameter_A: float | None, diameter_px: float | None,
+                  resume: bool = False) -> TrainConfig:
+    """Fine-tuning a diameter-scaled ``init`` run (a general model): the binning that brings the
+    particle to the init's ``particle_diameter_px`` on the network's grid.
+
+    ``bin = max(1, round(d / particle_diameter_px))`` with ``d`` the particle diameter in pixels of
+    the training micrographs (``diameter_px``, or ``diameter_A / config.pixel_size``); the run
+    records ``particle_diameter_px = d / bin`` (its actual value), so it is diameter-scaled too.
+    Other runs are returned unchanged.
+
+    Raises
+    ------
+    CrispError
+        A diameter-scaled init without a diameter; a diameter without one (or when resuming); both
+        diameters; ``diameter_A`` without a pixel size.
+    """
+    from crisp.config import check_number
+    from crisp.predict import micrograph_diameter_px
+
+    check_number(diameter_A, "--diameter-A", gt=0)
+    check_number(diameter_px, "--diameter-px", gt=0)
+    given = diameter_A is not None or diameter_px is not None
+    if diameter_A is not None and diameter_px is not None:
+        raise CrispError("give --diameter-A or --diameter-px, not both")
+    if resume:
+        if given:
+            raise CrispError("--diameter-A/--diameter-px choose a new run's binning; a resumed run keeps "
+                             "its own")
+        return config
+    scale = Run.load(config.init).config.particle_diameter_px if config.init is not None else None
+    if scale is None:
+        if given:
+            raise CrispError("--diameter-A/--diameter-px need a diameter-scaled --init (a general model, "
+                             "e.g. --init general); otherwise choose the binning with --bin")
+        return config
+    if not given:
+        raise CrispError(f"--init {config.init} works at a fixed scale per particle diameter: give "
+                         "--diameter-A or --diameter-px")
+    diameter = micrograph_diameter_px(diameter_A, diameter_px, config.pixel_size)
+    factor = max(1, round(diameter / scale))
+    return config.model_copy(update={"bin": factor, "particle_diameter_px": diameter / factor})
 
 
 def check_config(config: TrainConfig, *, check_init: bool = True) -> None:
@@ -181,7 +228,8 @@ def class_prior(folder: DatasetFolder, names: list[str], masks: list, expected_p
 
 def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
           split: Split | str | os.PathLike[str] | None = None, resume: bool = False,
-          progress: bool = True, val_dataset: str | os.PathLike[str] | None = None) -> Path:
+          progress: bool = True, val_dataset: str | os.PathLike[str] | None = None,
+          diameter_A: float | None = None, diameter_px: float | None = None) -> Path:
     """Train a segmentation network on a dataset folder; return the run directory ``out_dir``.
 
     Parameters
@@ -203,6 +251,10 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
     progress
         Show progress: Lightning's progress bar when stderr is a terminal, otherwise one line per
         epoch on stderr (:class:`crisp.training.callbacks.EpochLines`).
+    diameter_A, diameter_px
+        The particle diameter (Å, or pixels of the training micrographs) when ``config.init`` is a
+        diameter-scaled run (a general model, ``--init general``), which needs one: it sets the
+        binning and the new run's ``particle_diameter_px`` (:func:`scale_to_init`).
     """
     import lightning.pytorch as pl
     import torch
@@ -238,6 +290,7 @@ def train(config: TrainConfig, dataset_dir: str | os.PathLike[str], out_dir: str
 
         train_paths = [folder.micrograph(name) for name in the_split.train]
         config = config.model_copy(update={"pixel_size": median_pixel_size(train_paths)})
+    config = scale_to_init(config, diameter_A, diameter_px, resume)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     mode = _progress_mode(progress)

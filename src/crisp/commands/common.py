@@ -16,7 +16,8 @@ import typer
 
 from crisp.distributed import execution
 
-__all__ = ["BACKEND", "MAX_TILE_PX", "PREPARE_ON", "SCHEDULER", "THREADS", "WORKERS", "execution"]
+__all__ = ["BACKEND", "DIAMETER_A", "DIAMETER_PX", "MAX_TILE_PX", "PREPARE_ON", "SCHEDULER", "THREADS",
+           "WORKERS", "execution"]
 
 WORKERS = typer.Option(None, "--workers", help="Run the micrographs on a local Dask cluster of N worker "
                        "processes (needs Dask: the cluster extra of crisp-em); default: in this process.")
@@ -37,3 +38,10 @@ PREPARE_ON = typer.Option("auto", "--prepare-on", help="auto | cpu | device: whe
                           "and normalised: cpu (numpy/scipy, the reference), device (PyTorch on the "
                           "network's device, e.g. the GPU; the same maps to float rounding), auto: device "
                           "when the network runs on CUDA, else cpu.")
+
+# the particle diameter, for a diameter-scaled run (a bundled general model; segment, segment-and-pick)
+DIAMETER_A = typer.Option(None, "--diameter-A", help="Particle diameter in Å, for a diameter-scaled model "
+                          "(general): each micrograph is resampled so that the particle has the model's "
+                          "size in pixels (needs the pixel size: header or --pixel-size).")
+DIAMETER_PX = typer.Option(None, "--diameter-px", help="Particle diameter in pixels of the micrographs, "
+                           "for a diameter-scaled model (instead of --diameter-A; no pixel size needed).")

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from crisp.commands.common import BACKEND, MAX_TILE_PX, PREPARE_ON, SCHEDULER, THREADS, WORKERS, execution
+from crisp.commands.common import (
+    BACKEND,
+    DIAMETER_A,
+    DIAMETER_PX,
+    MAX_TILE_PX,
+    PREPARE_ON,
+    SCHEDULER,
+    THREADS,
+    WORKERS,
+    execution,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -14,7 +24,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("segment-and-pick")
     def segment_and_pick(
-        run_dir: Path = typer.Argument(..., help="Training run directory."),
+        run_dir: Path = typer.Argument(..., help="Training run directory, or a bundled model's name "
+                                       "(general)."),
         micrographs: list[Path] = typer.Argument(..., help="Micrograph files or folders."),
         output: Path = typer.Option(..., "-o", "--output", help="PICKS_DIR: coordinate files as `crisp pick` "
                                     "writes them (NAME_autopick.star, autopick.star index, picker.yaml)."),
@@ -29,6 +40,8 @@ def register(app: typer.Typer) -> None:
         save_maps: str = typer.Option(None, "--save-maps", help="Also write OUTPUT/maps/NAME.mrc: 'grid' "
                                       "(the network's grid) or 'full' (the micrograph's size)."),
         pixel_size: float = typer.Option(None, "--pixel-size", help="Pixel size in Å (overrides headers)."),
+        diameter_A: float = DIAMETER_A,
+        diameter_px: float = DIAMETER_PX,
         tta: bool = typer.Option(None, "--tta/--no-tta", help="Average the 8 flips and rotations (8x the "
                                  "time; default: the run's tta setting)."),
         max_tile_px: int = MAX_TILE_PX,
@@ -63,7 +76,9 @@ def register(app: typer.Typer) -> None:
         if save_maps is not None and save_maps not in ("grid", "full"):
             raise CrispError(f"--save-maps must be grid or full (got {save_maps!r})")
         check_output(output, "folder")
-        config = load_picker(picker) if picker is not None else None
+        from crisp.models.bundled import picker_path
+
+        config = load_picker(picker_path(picker)) if picker is not None else None
         with execution(workers, scheduler):
             result = segment_and_pick_files(
                 run_dir, micrographs, output, picker=config, threshold=threshold, formats=formats.split(","),
@@ -71,6 +86,7 @@ def register(app: typer.Typer) -> None:
                 max_tile_px=max_tile_px, threads=threads, backend=backend, prefetch=prefetch,
                 prepare_on=prepare_on,
                 overwrite=overwrite, keep_going=keep_going,
-                shard=parse_shard(shard), progress=not no_progress)
+                shard=parse_shard(shard), progress=not no_progress, diameter_A=diameter_A,
+                diameter_px=diameter_px)
         typer.echo(f"{result.n_picks} picks on {len(result.per_micrograph)} micrograph(s) "
                    f"({result.skipped_existing} done before); index {result.index_path}")

@@ -32,6 +32,9 @@ def _validation_maps(source: Path, names: list[str], micrographs: list[Path], su
                          f"{subset} micrographs; segment them first and pass the maps folder",
                          source) from None
     out = source / "probabilities" / subset
+    from crisp.models.bundled import check_writable
+
+    check_writable(out, "maps (give a folder of maps made with crisp segment -o)")
     typer.echo(f"segmenting {len(micrographs)} {subset} micrograph(s) into {out}")
     segment_files(source, micrographs, out)
     return out
@@ -118,7 +121,13 @@ def register(app: typer.Typer) -> None:
         prob_maps: Path = typer.Argument(..., help="Folder of probability maps NAME.mrc (or one map)."),
         output: Path = typer.Option(..., "-o", "--output", help="PICKS_DIR: NAME_autopick.star files and "
                                     "an autopick.star index (RELION 4/5 layout)."),
-        picker: Path = typer.Option(..., "--picker", help="picker.yaml from `crisp tune-picker`."),
+        picker: Path = typer.Option(..., "--picker", help="picker.yaml from `crisp tune-picker`, or a "
+                                    "run folder or bundled model name (e.g. general): its picker.yaml."),
+        diameter_A: float = typer.Option(None, "--diameter-A", help="Particle diameter in Å (with the maps' "
+                                         "pixel size): replaces the picker's; needed with a bundled "
+                                         "model's picker."),
+        diameter_px: float = typer.Option(None, "--diameter-px", help="Particle diameter in pixels of the "
+                                          "maps (replaces the picker's)."),
         threshold: float = typer.Option(None, "--threshold", help="Drop candidates scoring below it "
                                         "(default: keep all; apply it later with `crisp extract`)."),
         formats: str = typer.Option("star", "--format", help="Comma-separated: star, box, txt (Topaz), "
@@ -147,9 +156,10 @@ def register(app: typer.Typer) -> None:
         check_number(border_fraction, "--border-fraction", ge=0, le=10)
         check_number(box_size, "--box-size", gt=0)
         check_output(output, "folder")
+        from crisp.models.bundled import picker_path
         from crisp.picking.tune import load_picker
 
-        config = load_picker(picker)
+        config = load_picker(picker_path(picker))
         if border_fraction is not None:
             config = config.model_copy(update={"border_fraction": border_fraction})
         from crisp.batch import parse_shard
@@ -157,7 +167,8 @@ def register(app: typer.Typer) -> None:
         with execution(workers, scheduler):
             result = pick_files(prob_maps, output, config, threshold=threshold, formats=formats.split(","),
                                 micrographs=micrographs, box_size_px=box_size, overwrite=overwrite,
-                                keep_going=keep_going, shard=parse_shard(shard))
+                                keep_going=keep_going, shard=parse_shard(shard), diameter_A=diameter_A,
+                                diameter_px=diameter_px)
         typer.echo(f"{result.n_picks} picks on {len(result.per_micrograph)} micrograph(s) "
                    f"({result.skipped_existing} done before) with {config.finder}; index {result.index_path}")
         if threshold is None and config.threshold is not None:

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import typer
 
-from crisp.commands.common import BACKEND, MAX_TILE_PX, SCHEDULER, THREADS, WORKERS, execution
+from crisp.commands.common import (
+    BACKEND,
+    DIAMETER_A,
+    DIAMETER_PX,
+    MAX_TILE_PX,
+    SCHEDULER,
+    THREADS,
+    WORKERS,
+    execution,
+)
 from crisp.errors import CrispError
 
 
@@ -77,7 +86,13 @@ def register(app: typer.Typer) -> None:
         solver: str = typer.Option(None, "--solver", help="mean-field | frank-wolfe."),
         crf_iterations: int = typer.Option(None, "--crf-iterations", help="CRF solver iterations."),
         feature_source: str = typer.Option(None, "--feature-source", help="cd-crf guide: logits | decoder."),
-        init: Path = typer.Option(None, "--init", help="Run directory whose best CNN starts this run."),
+        init: Path = typer.Option(None, "--init", help="Run directory (or bundled model, e.g. general) whose "
+                                  "best CNN starts this run."),
+        diameter_A: float = typer.Option(None, "--diameter-A", help="With a diameter-scaled --init "
+                                         "(general): the particle diameter in Å; chooses --bin so that "
+                                         "the particle has the model's size in pixels."),
+        diameter_px: float = typer.Option(None, "--diameter-px", help="As --diameter-A, in pixels of the "
+                                          "training micrographs."),
         patience: int = typer.Option(None, "--patience",
                                      help="Early stopping patience (validations; epochs by default)."),
         val_every: int = typer.Option(None, "--val-every", help="Validate after every n-th epoch only "
@@ -108,17 +123,20 @@ def register(app: typer.Typer) -> None:
             if preset == AUTO_PRESET and cfg.preset is not None:
                 typer.echo(f"preset: {cfg.preset}")
         run = Run(train(cfg, dataset, output, split=split, resume=resume, progress=not no_progress,
-                        val_dataset=val_dataset))
+                        val_dataset=val_dataset, diameter_A=diameter_A, diameter_px=diameter_px))
         summary = run.summary()
         typer.echo(f"best epoch {summary['best_epoch']}: val IoU {summary['best_val_iou']:.4f}, "
                    f"F1 {summary['best_val_f1']:.4f}; run directory {run.path}")
 
     @app.command("segment")
     def segment(
-        run_dir: Path = typer.Argument(..., help="Training run directory."),
+        run_dir: Path = typer.Argument(..., help="Training run directory, or a bundled model's name "
+                                       "(general)."),
         micrographs: list[Path] = typer.Argument(..., help="Micrograph files or folders."),
         output: Path = typer.Option(..., "-o", "--output", help="Folder for the probability maps."),
         pixel_size: float = typer.Option(None, "--pixel-size", help="Pixel size in Å (overrides headers)."),
+        diameter_A: float = DIAMETER_A,
+        diameter_px: float = DIAMETER_PX,
         overwrite: bool = typer.Option(False, "--overwrite", help="Recompute every map (also when OUTPUT "
                                        "holds maps of other settings, e.g. another run)."),
         keep_going: bool = typer.Option(False, "--keep-going", help="Record a failing micrograph and go on "
@@ -153,7 +171,8 @@ def register(app: typer.Typer) -> None:
             written = segment_files(runs, micrographs, output, overwrite=overwrite, batch_size=batch_size,
                                     pixel_size=pixel_size, tta=tta, progress=not no_progress,
                                     keep_going=keep_going, shard=parse_shard(shard), max_tile_px=max_tile_px,
-                                    threads=threads, backend=backend)
+                                    threads=threads, backend=backend, diameter_A=diameter_A,
+                                    diameter_px=diameter_px)
         typer.echo(f"{len(written)} probability maps in {output}")
 
     @app.command("evaluate")

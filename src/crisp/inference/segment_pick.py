@@ -41,7 +41,14 @@ from types import SimpleNamespace
 import numpy as np
 
 from crisp.errors import CrispError
-from crisp.predict import NetworkItems, check_backend, run_identity, tiling_setting, upsample_to
+from crisp.predict import (
+    NetworkItems,
+    check_backend,
+    check_diameter,
+    run_identity,
+    tiling_setting,
+    upsample_to,
+)
 
 VERB = "segment-and-pick"
 SAVE_MAPS = (None, "grid", "full")
@@ -53,14 +60,16 @@ MAPS_DIR = "maps"
 def segment_pick_settings(run_dir: str | os.PathLike[str], picker, *, threshold: float | None,
                           formats: Iterable[str], box_size_px: float | None, pixel_size: float | None,
                           tta: bool | None, overlap: int | None, max_tile_px: int | None,
-                          save_maps: str | None) -> dict:
+                          save_maps: str | None, diameter_A: float | None = None,
+                          diameter_px: float | None = None) -> dict:
     """The settings that decide the outputs (the batch manifest's settings)."""
     from crisp.picking.files import pick_settings
+    from crisp.predict import diameter_setting
 
     return {"run": run_identity(run_dir),
             "picker": pick_settings(picker, threshold=threshold, formats=formats, box_size_px=box_size_px),
             "pixel_size": pixel_size, "tta": tta, "overlap": overlap, "tiling": tiling_setting(max_tile_px),
-            "save_maps": save_maps}
+            "save_maps": save_maps, **diameter_setting(diameter_A, diameter_px)}
 
 
 class SegmentPicker(NetworkItems):
@@ -120,16 +129,9 @@ class SegmentPicker(NetworkItems):
     def device_input(self, config, mic, path, device):
         """:meth:`network_input` computed on ``device`` (:func:`crisp.preprocess_torch.prepare_on_device`):
         a float32 tensor there."""
-        import warnings
-
-        from crisp.predict import input_binning
         from crisp.preprocess_torch import prepare_on_device
 
-        if mic.pixel_size is None and config.pixel_size is not None:
-            warnings.warn(f"{path}: no pixel size (give --pixel-size); binned by the run's factor "
-                          f"{config.bin}, which assumes {config.pixel_size:g} Å/px as in training",
-                          stacklevel=2)
-        return prepare_on_device(mic.data, input_binning(config, mic.pixel_size), config.normalize, device)
+        return prepare_on_device(mic.data, self.binning(config, mic, path), config.normalize, device)
 
     def _start_next(self, stem: str) -> None:
         """Read and prepare the micrograph after ``stem`` (in the work list) in a background thread."""
@@ -158,8 +160,9 @@ class SegmentPicker(NetworkItems):
     def __call__(self, item, staging) -> dict:
         from crisp.io.micrographs import pixel_size_ratio, write_mrc
         from crisp.picking.files import NAME, _write_picks, pick_map
+        from crisp.predict import micrograph_diameter_px
 
-        ((_config, predictor),) = self.models()
+        ((config, predictor),) = self.models()
         mic, image, seconds = self._input(item.name)
         self._start_next(item.name)  # the next micrograph is read and binned while the network runs
         start = time.perf_counter()
@@ -173,7 +176,10 @@ class SegmentPicker(NetworkItems):
         prob = np.clip(predictor.foreground(image), 0.0, 1.0)
         lap("network")
         name = self.names[item.name]
-        diameter = self.picker.diameter_px * pixel_size_ratio(self.picker.pixel_size, mic.pixel_size)
+        if config.particle_diameter_px is not None:  # the diameter given: the finder's settings scale with it
+            diameter = micrograph_diameter_px(self.diameter_A, self.diameter_px, mic.pixel_size, name)
+        else:
+            diameter = self.picker.diameter_px * pixel_size_ratio(self.picker.pixel_size, mic.pixel_size)
         scale = (mic.shape[0] / prob.shape[0], mic.shape[1] / prob.shape[1])
         picks = pick_map(prob, self.picker, diameter, scale=scale, shape=mic.shape, threshold=self.threshold)
         picks.insert(0, NAME, name)
@@ -189,7 +195,8 @@ class SegmentPicker(NetworkItems):
                 write_mrc(target, prob, pixel_size=grid_pixel, dtype=np.float16)
         lap("write")
         return {"micrograph": name, "n_picks": len(picks), "shape": list(mic.shape),
-                "grid_shape": list(prob.shape), "tiled": predictor.tile_px(image.shape) is not None,
+                "grid_shape": list(prob.shape), "diameter_px": round(float(diameter), 4),
+                "tiled": predictor.tile_px(image.shape) is not None,
                 "backend": predictor.backend,
                 "prepared_on": "cpu" if isinstance(image, np.ndarray) else str(image.device),
                 "seconds": seconds}
@@ -203,9 +210,9 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
                            tta: bool | None = None, overlap: int | None = None,
                            max_tile_px: int | None = None, threads: int | None = None, batch_size: int = 8,
                            prefetch: bool | None = None, backend: str = "auto", prepare_on: str = "auto",
-                           overwrite: bool = False,
-                           keep_going: bool = False,
-                           shard: tuple[int, int] | None = None, progress: bool = True):
+                           overwrite: bool = False, keep_going: bool = False,
+                           shard: tuple[int, int] | None = None, progress: bool = True,
+                           diameter_A: float | None = None, diameter_px: float | None = None):
     """Segment and pick every micrograph in one pass (module docstring); coordinates as ``crisp pick``.
 
     Parameters
@@ -235,6 +242,11 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
         device when the network runs on CUDA, else the CPU).
     overwrite, keep_going, shard, progress
         As in :func:`crisp.batch.run_batch`.
+    diameter_A, diameter_px
+        The particle diameter for a diameter-scaled run (a general model), as in
+        :func:`crisp.predict.segment_files`. The picker then finds particles of that diameter: its
+        finder settings (relative to the diameter) are used as they are and its ``diameter_px`` is
+        not (on the network's grid the particle spans the run's ``particle_diameter_px``).
 
     Returns
     -------
@@ -261,7 +273,11 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
     check_backend(backend)
     if prepare_on not in PREPARE_ON:
         raise CrispError(f"--prepare-on must be one of {', '.join(PREPARE_ON)} (got {prepare_on!r})")
+    from crisp.models.bundled import check_writable
+
+    check_writable(out_dir, "picks")
     run = Run.load(run_dir)
+    check_diameter(run.config, diameter_A, diameter_px, run.path)
     if picker is None:
         picker = run.picker()
         if picker is None:
@@ -279,7 +295,8 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
     paths = list_micrographs(sources)
     settings = segment_pick_settings(run_dir, picker, threshold=threshold, formats=formats,
                                      box_size_px=box_size_px, pixel_size=pixel_size, tta=tta, overlap=overlap,
-                                     max_tile_px=max_tile_px, save_maps=save_maps)
+                                     max_tile_px=max_tile_px, save_maps=save_maps, diameter_A=diameter_A,
+                                     diameter_px=diameter_px)
     from crisp.batch import select_shard
     from crisp.distributed import current_execution
 
@@ -291,7 +308,8 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
     fn = SegmentPicker(run_dir, picker, names=names, formats=formats, threshold=threshold,
                        box_size_px=box_size_px, save_maps=save_maps, pixel_size=pixel_size, overlap=overlap,
                        tta=tta, batch_size=batch_size, max_tile_px=max_tile_px, threads=threads,
-                       prefetch=prefetch, backend=backend, prepare_on=prepare_on)
+                       prefetch=prefetch, backend=backend, prepare_on=prepare_on, diameter_A=diameter_A,
+                       diameter_px=diameter_px)
     if settings["run"]["checkpoint_sha256"] is None:
         fn.preload(0)  # not a complete run: its error before the output folder is touched
     items = []

@@ -141,6 +141,48 @@ def map_diameter_px(picker: PickerConfig, path: str | os.PathLike[str]) -> float
     return picker.diameter_px * pixel_size_ratio(picker.pixel_size, read_header_pixel_size(path))
 
 
+def with_diameter(picker: PickerConfig, maps: Iterable[str | os.PathLike[str]], diameter_A: float | None,
+                  diameter_px: float | None) -> PickerConfig:
+    """The picker set to a particle diameter the user gives: ``diameter_px`` (pixels of the maps) or
+    ``diameter_A`` (Å, converted with the maps' header pixel sizes, which must be known).
+
+    A picker of a diameter-scaled run (``diameter_scaled``, a bundled general model) needs one: its
+    finder settings are relative to the diameter, its ``diameter_px`` belongs to the network's grid.
+    Without either, any other picker is returned unchanged.
+
+    Raises
+    ------
+    CrispError
+        Both diameters, a non-positive one, a diameter-scaled picker without one, or ``diameter_A``
+        with a map that has no pixel size.
+    """
+    from crisp.config import check_number
+    from crisp.io.micrographs import read_header_pixel_size
+
+    check_number(diameter_A, "--diameter-A", gt=0)
+    check_number(diameter_px, "--diameter-px", gt=0)
+    if diameter_A is not None and diameter_px is not None:
+        raise CrispError("give --diameter-A or --diameter-px, not both")
+    if diameter_A is None and diameter_px is None:
+        if picker.diameter_scaled:
+            raise CrispError("the picker belongs to a diameter-scaled model: give the particle diameter "
+                             "with --diameter-A or --diameter-px")
+        return picker
+    if diameter_px is not None:
+        return picker.model_copy(update={"diameter_px": float(diameter_px), "pixel_size": None,
+                                         "diameter_scaled": False})
+    reference = None
+    for path in maps:
+        pixel_size = read_header_pixel_size(path)
+        if pixel_size is None:
+            raise CrispError("the map has no pixel size to convert --diameter-A: give --diameter-px", path)
+        reference = reference or pixel_size
+    if reference is None:
+        raise CrispError("no probability maps to pick")
+    return picker.model_copy(update={"diameter_px": float(diameter_A) / reference, "pixel_size": reference,
+                                     "diameter_scaled": False})
+
+
 def pick_settings(picker: PickerConfig, *, threshold: float | None, formats: Iterable[str],
                   box_size_px: float | None) -> dict:
     """Every setting that decides the picks and their files (the batch's settings).
@@ -256,7 +298,8 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
                micrographs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
                box_size_px: float | None = None, progress: bool = True, overwrite: bool = False,
                keep_going: bool = False, shard: tuple[int, int] | None = None,
-               input_dirs: Iterable[str | os.PathLike[str]] = ()) -> PickResult:
+               input_dirs: Iterable[str | os.PathLike[str]] = (), diameter_A: float | None = None,
+               diameter_px: float | None = None) -> PickResult:
     """Pick particles in probability maps and write RELION AutoPick files (module docstring).
 
     Runs on the batch engine (:func:`crisp.batch.run_batch`, verb ``pick``): one item per map,
@@ -296,6 +339,10 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
         ``(I, N)``: pick only the I-th of N shares of the maps (:func:`crisp.batch.select_shard`).
     input_dirs
         Further folders the inputs came from (``out_dir`` may not be one of them).
+    diameter_A, diameter_px
+        The particle diameter, replacing the picker's (:func:`with_diameter`): needed with the
+        picker of a diameter-scaled run (a bundled general model), whose ``diameter_px`` is not that
+        of your particle.
 
     Returns
     -------
@@ -315,7 +362,11 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
     if unknown:
         raise CrispError(f"unknown coordinate format(s) {', '.join(unknown)} "
                          f"(choose from {', '.join(PICK_FORMATS)})")
+    from crisp.models.bundled import check_writable
+
+    check_writable(out_dir, "picks")
     maps = list_maps(prob_maps)
+    picker = with_diameter(picker, maps, diameter_A, diameter_px)  # a diameter-scaled picker needs one
     names = _micrograph_names(maps, micrographs)
     if micrographs is not None:  # every size checked from the headers before anything is written
         from crisp.io.micrographs import read_micrograph_shape

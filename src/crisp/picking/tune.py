@@ -85,6 +85,11 @@ class PickerConfig(StageConfig):
         this field, whose ``tune-picker`` always used box mAP).
     expected_particles
         N of a picker tuned on sparse annotations (particles per micrograph); None otherwise.
+    diameter_scaled
+        The picker of a diameter-scaled run (:attr:`crisp.training.config.TrainConfig.particle_diameter_px`,
+        set by :func:`crisp.models.bundled.export_bundled`): its finder settings (all relative to the
+        diameter) are used with the particle diameter the user gives (``--diameter-A``/``--diameter-px``)
+        instead of ``diameter_px``; ``crisp pick`` refuses it without one.
     """
 
     finder: str = "grid-nms"
@@ -96,6 +101,8 @@ class PickerConfig(StageConfig):
     validation: dict[str, float] = Field(default_factory=dict)
     tuned_on: str = ""
     expected_particles: float | None = Field(None, gt=0, allow_inf_nan=False)
+    diameter_scaled: bool = Field(False, description="the picker of a diameter-scaled run (a bundled "
+                                  "model): diameter_px is replaced by the diameter given with each use")
 
     def finder_params(self):
         """The validated params model instance of :attr:`finder`."""

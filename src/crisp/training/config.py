@@ -37,6 +37,10 @@ class TrainConfig(StageConfig):
     pixel_size: float | None = Field(None, gt=0, description="Å per pixel of the training micrographs "
                                      "before binning (filled in by train from their MRC headers); "
                                      "inference resamples other pixel sizes to it")
+    particle_diameter_px: float | None = Field(None, gt=0, description="particle diameter, in pixels of "
+                                               "the network's grid, the model works at (a general model): "
+                                               "inference then resamples each micrograph so that the "
+                                               "diameter the user gives becomes this; None: not scaled")
     normalize: Literal["gmm", "zscore", "none"] = "gmm"
     patch_px: int = Field(512, ge=16, description="training patch size, binned pixels")
     patches_per_micrograph: int = Field(4, ge=1)

@@ -332,6 +332,7 @@ def evaluate_run(run_dir: str | os.PathLike[str], dataset_dir: str | os.PathLike
 
     expected_particles = check_expected_particles(expected_particles, "expected_particles")
     run = Path(run_dir)
+    Run(run).check_writable("evaluation")  # a bundled model is read-only: refused before any work
     Run(run).summary()  # CrispError when the run is not finished
     names = subset_names(dataset_dir, subset)
     prob_dir = Path(prob_dir) if prob_dir is not None else Run(run).maps_dir(subset)
