@@ -161,6 +161,21 @@ class Inputs:
         run.save_network(build_network(config), config)
         return run.path
 
+    def scaled_run(self) -> Path:
+        """:meth:`trained_run` made diameter-scaled (a general model: 8 px per particle diameter)."""
+        from crisp.run import Run
+
+        return Run(self.trained_run()).copy_to(self.root / "scaled", particle_diameter_px=8.0).path
+
+    def scaled_picker(self) -> Path:
+        """The picker of a diameter-scaled model (``diameter_scaled``: needs the user's diameter)."""
+        from crisp.config import save_yaml
+        from crisp.picking.tune import PickerConfig
+
+        path = self.root / "scaled_picker.yaml"
+        save_yaml(path, PickerConfig(finder="grid-nms", diameter_px=8.0, diameter_scaled=True))
+        return path
+
 
 # ----------------------------------------------------------------------------------------------
 # the cases
@@ -336,6 +351,27 @@ def _cases() -> list[Case]:
     @add("segment-and-pick", "`--shard 3/2`", "--shard")
     def _(i): return ["segment-and-pick", _s(i.run()), _s(i.mics()), "-o", _s(i.root / "p"),
                       "--shard", "3/2"]
+
+    @add("segment", "diameter-scaled run (a general model) without a diameter", "--diameter-A")
+    def _(i): return ["segment", _s(i.scaled_run()), _s(i.mics()), "-o", _s(i.root / "seg")]
+
+    @add("segment", "`--diameter-px` with a run that is not diameter-scaled", "ROOT/trained")
+    def _(i): return ["segment", _s(i.trained_run()), _s(i.mics()), "-o", _s(i.root / "seg"),
+                      "--diameter-px", "20"]
+
+    @add("segment", "`--diameter-A` with micrographs without a pixel size (PNG)", "--diameter-A")
+    def _(i): return ["segment", _s(i.scaled_run()), _s(i.pngs((64, 64))), "-o", _s(i.root / "seg"),
+                      "--diameter-A", "190"]
+
+    @add("segment-and-pick", "both `--diameter-A` and `--diameter-px`", "--diameter-px")
+    def _(i): return ["segment-and-pick", _s(i.scaled_run()), _s(i.mics()), "-o", _s(i.root / "p"),
+                      "--diameter-A", "190", "--diameter-px", "20"]
+
+    @add("pick", "a diameter-scaled model's picker without a diameter", "--diameter-A")
+    def _(i): return ["pick", _s(i.maps()), "-o", _s(i.root / "p"), "--picker", _s(i.scaled_picker())]
+
+    @add("train", "`--init` a diameter-scaled run without a diameter", "--diameter-A")
+    def _(i): return ["train", _s(i.dataset()), "-o", _s(i.root / "r"), "--init", _s(i.scaled_run())]
 
     @add("convert-maps", "input is not a folder of maps", "ROOT/none")
     def _(i): return ["convert-maps", _s(i.root / "none"), "-o", _s(i.root / "out"), "--dtype", "float32"]
