@@ -17,6 +17,11 @@ SWEEP_HELP = (
     "the grid (any training setting; dotted keys such as crf.kind), the subset to evaluate on "
     "(evaluate: test) and optionally picker: tune or a picker.yaml. Finished runs are skipped; "
     "OUT/comparison.md and OUT/comparison.csv are written at the end.")
+BUILD_HELP = (
+    "Build CRISP's general model: simulate the corpus (crisp simulate-corpus), train at 28 px per particle "
+    "diameter, tune the picker on simulated validation micrographs, score the simulated test ones and "
+    "export the bundled model (float16 weights, picker.yaml, MODEL_CARD.md).\n\n"
+    "Resumable: a rerun skips finished stages and resumes training from its last checkpoint.")
 
 
 def register(app: typer.Typer) -> None:
@@ -89,6 +94,37 @@ def register(app: typer.Typer) -> None:
         table = run_sweep(grid, progress=progress, echo=typer.echo)
         typer.echo(to_markdown(table))
         typer.echo(f"wrote {plan.out / 'comparison.md'} and {plan.out / 'comparison.csv'}")
+
+    @app.command("build-general-model", help=BUILD_HELP)
+    def build_general_model(
+        output: Path = typer.Option(..., "-o", "--output", help="Build folder (corpus, run, maps)."),
+        export: Path = typer.Option(None, "--export", help="Write the bundled model folder here "
+                                    "(the package's is src/crisp/data/models/general)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of corpus, split and training."),
+        count: int = typer.Option(None, "--count", help="Simulated micrographs (default 360)."),
+        epochs: int = typer.Option(None, "--epochs", help="Training epochs (default 5)."),
+        threads: int = typer.Option(None, "--threads", help="Torch threads (default: all the cores)."),
+        card_extra: Path = typer.Option(None, "--card-extra", help="Markdown appended to the model card."),
+        force: bool = typer.Option(False, "--force", help="Redo every stage (default: skip finished ones)."),
+        progress: bool = typer.Option(False, "--progress", help="Show each stage's progress bars."),
+        tiny: bool = typer.Option(False, "--tiny", hidden=True, help="Minimal sizes (tests only)."),
+    ) -> None:
+        """Simulate the corpus, train, tune the picker and export CRISP's general model (resumable)."""
+        import warnings
+
+        from crisp.config import check_output
+        from crisp.workflow.general_model import build_general_model as build
+
+        check_output(output, "folder")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*")
+            _quiet_lightning()
+            run = build(output, export_to=export, size="tiny" if tiny else "full", force=force,
+                        progress=progress, card_extra=card_extra, echo=typer.echo, seed=seed, count=count,
+                        epochs=epochs, threads=threads)
+        typer.echo(f"run: {run}")
+        if export is not None:
+            typer.echo(f"bundled model: {export}")
 
     @app.command("report")
     def report(
