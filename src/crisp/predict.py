@@ -157,7 +157,7 @@ def run_identity(run_dir: str | os.PathLike[str]) -> dict:
     """
     import hashlib
 
-    from crisp.models.bundled import resolve_run
+    from crisp.models.bundled_names import resolve_run
     from crisp.run import BEST, Run
 
     run = Run(resolve_run(run_dir))
@@ -292,7 +292,7 @@ class NetworkItems:
         if mic.pixel_size is None and config.pixel_size is not None:
             warnings.warn(f"{path}: no pixel size (give --pixel-size); binned by the run's factor "
                           f"{config.bin}, which assumes {config.pixel_size:g} Å/px as in training",
-                          stacklevel=3)
+                          stacklevel=2)
         return input_binning(config, mic.pixel_size)
 
     def check_runs(self) -> None:
@@ -300,15 +300,20 @@ class NetworkItems:
         the configs; before the output folder is touched)."""
         from crisp.run import Run
 
-        for run_dir in self.run_dirs:
-            run = Run.load(run_dir)
-            check_diameter(run.config, self.diameter_A, self.diameter_px, run.path)
+        for index, run_dir in enumerate(self.run_dirs):
+            if index in self._loaded:  # preloaded (an incomplete run's error comes from loading it)
+                check_diameter(self._loaded[index][0], self.diameter_A, self.diameter_px, run_dir)
+            else:
+                run = Run.load(run_dir)
+                check_diameter(run.config, self.diameter_A, self.diameter_px, run.path)
 
-    def network_input(self, config, mic, path) -> np.ndarray:
-        """The micrograph binned and normalised as the run's network saw its training data."""
+    def network_input(self, config, mic, path, factor: float | None = None) -> np.ndarray:
+        """The micrograph binned (by ``factor``; None: :meth:`binning`) and normalised as the run's
+        network saw its training data."""
         from crisp.patches import prepare_image
 
-        return prepare_image(mic.data, self.binning(config, mic, path), config.normalize)
+        factor = self.binning(config, mic, path) if factor is None else factor
+        return prepare_image(mic.data, factor, config.normalize)
 
 
 class _Segmenter(NetworkItems):
@@ -324,7 +329,7 @@ class _Segmenter(NetworkItems):
         factors = []
         for config, predictor in models:
             factors.append(self.binning(config, mic, path))
-            prob = predictor.foreground(self.network_input(config, mic, path))
+            prob = predictor.foreground(self.network_input(config, mic, path, factors[-1]))
             total += np.clip(upsample_to(prob, mic.shape), 0.0, 1.0)
         write_mrc(staging.path(item.outputs[0]), total / len(models), pixel_size=mic.pixel_size,
                   dtype=np.float16)
@@ -422,7 +427,7 @@ def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     if max_tile_px is not None and max_tile_px < 1:
         raise CrispError(f"--max-tile-px must be positive (got {max_tile_px})")
     check_backend(backend)
-    from crisp.models.bundled import check_writable
+    from crisp.models.bundled_names import check_writable
 
     check_writable(out_dir, "maps")
     settings = segment_settings(run_dirs, pixel_size=pixel_size, overlap=overlap, tta=tta,
@@ -430,10 +435,10 @@ def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     segmenter = _Segmenter(run_dirs, pixel_size=pixel_size, overlap=overlap, tta=tta, batch_size=batch_size,
                            max_tile_px=max_tile_px, threads=threads, backend=backend, diameter_A=diameter_A,
                            diameter_px=diameter_px)
-    segmenter.check_runs()
     for index, identity in enumerate(settings["runs"]):
         if identity["config_sha256"] is None or identity["checkpoint_sha256"] is None:
             segmenter.preload(index)  # not a complete run: its error before the output folder is touched
+    segmenter.check_runs()  # a diameter the runs cannot use, or none for a diameter-scaled run
     items = [Item(p.stem, inputs=(p,), outputs=(f"{p.stem}.mrc",)) for p in paths]
     result = run_batch("segment", items, segmenter, out_dir, settings, overwrite=overwrite,
                        keep_going=keep_going, progress=progress, shard=shard,

@@ -82,7 +82,7 @@ class Run:
         """Open the run in folder ``path``, or the bundled model of that name
         (:func:`crisp.models.bundled.resolve_run`: an existing path wins): it must hold ``config.yaml``
         and ``checkpoints/``."""
-        from crisp.models.bundled import resolve_run
+        from crisp.models.bundled_names import resolve_run
 
         run = cls(resolve_run(path))
         if not run.path.is_dir():
@@ -157,13 +157,13 @@ class Run:
     @property
     def bundled(self) -> str | None:
         """The name of the bundled model this folder is (:mod:`crisp.models.bundled`), else None."""
-        from crisp.models.bundled import bundled_name
+        from crisp.models.bundled_names import bundled_name
 
         return bundled_name(self.path)
 
     def check_writable(self, what: str = "output") -> None:
         """Refuse to write into a bundled model's folder (read-only): CrispError naming it."""
-        from crisp.models.bundled import check_writable
+        from crisp.models.bundled_names import check_writable
 
         check_writable(self.path, what)
 

@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
         if save_maps is not None and save_maps not in ("grid", "full"):
             raise CrispError(f"--save-maps must be grid or full (got {save_maps!r})")
         check_output(output, "folder")
-        from crisp.models.bundled import picker_path
+        from crisp.models.bundled_names import picker_path
 
         config = load_picker(picker_path(picker)) if picker is not None else None
         with execution(workers, scheduler):

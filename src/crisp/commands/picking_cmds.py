@@ -32,7 +32,7 @@ def _validation_maps(source: Path, names: list[str], micrographs: list[Path], su
                          f"{subset} micrographs; segment them first and pass the maps folder",
                          source) from None
     out = source / "probabilities" / subset
-    from crisp.models.bundled import check_writable
+    from crisp.models.bundled_names import check_writable
 
     check_writable(out, "maps (give a folder of maps made with crisp segment -o)")
     typer.echo(f"segmenting {len(micrographs)} {subset} micrograph(s) into {out}")
@@ -156,7 +156,7 @@ def register(app: typer.Typer) -> None:
         check_number(border_fraction, "--border-fraction", ge=0, le=10)
         check_number(box_size, "--box-size", gt=0)
         check_output(output, "folder")
-        from crisp.models.bundled import picker_path
+        from crisp.models.bundled_names import picker_path
         from crisp.picking.tune import load_picker
 
         config = load_picker(picker_path(picker))

@@ -273,7 +273,7 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
     check_backend(backend)
     if prepare_on not in PREPARE_ON:
         raise CrispError(f"--prepare-on must be one of {', '.join(PREPARE_ON)} (got {prepare_on!r})")
-    from crisp.models.bundled import check_writable
+    from crisp.models.bundled_names import check_writable
 
     check_writable(out_dir, "picks")
     run = Run.load(run_dir)

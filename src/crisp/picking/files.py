@@ -362,7 +362,7 @@ def pick_files(prob_maps: str | os.PathLike[str] | Iterable[str | os.PathLike[st
     if unknown:
         raise CrispError(f"unknown coordinate format(s) {', '.join(unknown)} "
                          f"(choose from {', '.join(PICK_FORMATS)})")
-    from crisp.models.bundled import check_writable
+    from crisp.models.bundled_names import check_writable
 
     check_writable(out_dir, "picks")
     maps = list_maps(prob_maps)
