@@ -8,6 +8,7 @@ Each name is imported on first use, so ``import crisp`` stays fast and does not 
 verb                      function                                                 returns
 ========================  ======================================================  ================
 ``crisp simulate``        :func:`simulate_dataset` (settings: :func:`simulation_config`)  names
+``crisp simulate-corpus`` :func:`simulate_corpus` (settings: :func:`corpus_config`)  names
 ``crisp labels``          :func:`make_labels` (settings: :class:`LabelConfig`)    LabelRun
 ``crisp split``           :func:`make_split`, :func:`write_split`                 Split
 ``crisp preprocess``      :func:`preprocess_files` (:class:`PreprocessConfig`)    paths
@@ -25,9 +26,11 @@ verb                      function                                              
 ``crisp compare``         :func:`compare_runs`                                    table
 ``crisp report``          :func:`build_report`                                    path
 ``crisp demo``            :func:`run_demo`                                        path
+``crisp build-general-model`` :func:`build_general_model`                         run folder
 ========================  ======================================================  ================
 
-Shared objects: :class:`Run` (a trained network's folder), :func:`run_batch` and :class:`Item`
+Shared objects: :class:`Run` (a trained network's folder; ``Run.load("general")`` opens the bundled
+general model, :func:`export_bundled` writes one), :func:`run_batch` and :class:`Item`
 (the batch engine of every per-micrograph verb), :class:`CrispError` (every bad input).
 """
 
@@ -74,6 +77,10 @@ EXPORTS: dict[str, str] = {
     "compare_runs": "crisp.compare:compare_runs",
     "build_report": "crisp.workflow.report_builder:build_report",
     "run_demo": "crisp.workflow.demo:run_demo",
+    "simulate_corpus": "crisp.simulate.corpus:simulate_corpus",
+    "corpus_config": "crisp.simulate.corpus:make_corpus_config",
+    "build_general_model": "crisp.workflow.general_model:build_general_model",
+    "export_bundled": "crisp.models.bundled:export_bundled",
 }
 
 __all__ = sorted(EXPORTS)
