@@ -106,3 +106,22 @@ def test_run_names_are_filesystem_safe():
     name = run_name({"encoder": "tu-mobilenetv3/small 100", "crf.kind": "cd-crf"}, ["encoder", "crf.kind"])
     assert "/" not in name and " " not in name
     assert name == "encoder-tu-mobilenetv3-small-100_kind-cd-crf"
+
+
+def test_expected_particles_tunes_and_evaluates_by_recall(dataset, tmp_path):
+    """With sparse truth (``expected_particles``) the picker is tuned on recall at N picks per
+    micrograph and the evaluation holds recall only, as ``crisp tune-picker/evaluate
+    --expected-particles`` do."""
+    from crisp.errors import CrispError
+
+    grid = write_grid(tmp_path, dataset, {"loss": ["dice"]}, picker="tune", expected_particles=5)
+    run_sweep(grid, progress=False, echo=lambda _: None)
+    run = tmp_path / "sweep" / "run"  # one grid point: nothing varies
+    picker = read_yaml(run / "picker.yaml")
+    assert picker["expected_particles"] == 5 and "recall" in picker["tuned_on"]
+    record = json.loads((run / "evaluation" / "test.json").read_text())
+    assert record["picking"]["expected_particles"] == 5
+    assert "recall_at_n" in record["picking"] and "precision" not in record["picking"]
+    for bad in (0, "many"):
+        with pytest.raises(CrispError, match="expected_particles"):
+            load_sweep(write_grid(tmp_path, dataset, {"loss": ["dice"]}, expected_particles=bad))

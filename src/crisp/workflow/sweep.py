@@ -13,6 +13,8 @@ The grid file (YAML)::
       crf.kind: [none]
     evaluate: test                # subset each run is evaluated on (null: no evaluation)
     picker: tune                  # optional: 'tune' (per run, on the validation maps) or a picker.yaml
+    expected_particles: 650       # optional: the dataset's annotation is sparse; tune the picker on
+                                  # recall at 650 picks per micrograph and report recall only
 
 Every combination of the grid values is one run directory ``OUT/<name>``, named from the values
 that vary (``arch-unet_loss-dice``). A run with ``summary.json`` and ``evaluation/<subset>.json``
@@ -39,7 +41,8 @@ from crisp.config import read_yaml, validate_config
 from crisp.errors import CrispError
 from crisp.run import Run
 
-GRID_FILE_KEYS = ("dataset", "out", "preset", "seed", "base", "grid", "evaluate", "picker", "config")
+GRID_FILE_KEYS = ("dataset", "out", "preset", "seed", "base", "grid", "evaluate", "picker", "config",
+                  "expected_particles")
 
 
 @dataclass
@@ -51,6 +54,7 @@ class SweepPlan:
     out: Path
     evaluate: str | None
     picker: str | Path | None
+    expected_particles: float | None = None  # sparse truth: picker tuning and evaluation by recall
     runs: dict[str, Any] = field(default_factory=dict)  # name -> TrainConfig
 
 
@@ -134,7 +138,18 @@ def load_sweep(path: str | os.PathLike[str]) -> SweepPlan:
         picker = base_dir / str(picker)
         if not picker.is_file():
             raise CrispError("picker file not found", picker)
-    plan = SweepPlan(source=source, dataset=dataset, out=out, evaluate=evaluate, picker=picker)
+    expected = spec.get("expected_particles")
+    if expected is not None:
+        from crisp.workflow.evaluate_run import check_expected_particles
+
+        try:
+            expected = check_expected_particles(float(expected), "expected_particles")
+        except (TypeError, ValueError):
+            raise CrispError(f"expected_particles must be a number (got {expected!r})", source) from None
+        except CrispError as err:
+            raise CrispError(err.reason, source) from None
+    plan = SweepPlan(source=source, dataset=dataset, out=out, evaluate=evaluate, picker=picker,
+                     expected_particles=expected)
     keys = list(grid)
     for combo in itertools.product(*(grid[k] for k in keys)):
         setting = dict(zip(keys, combo, strict=True))
@@ -180,8 +195,10 @@ def run_sweep(path: str | os.PathLike[str], *, progress: bool = True,
         if plan.evaluate is not None:
             picker = plan.picker
             if picker == "tune":
-                picker = run_picker(run, plan.dataset, progress=progress)
-            evaluate_run(run, plan.dataset, plan.evaluate, picker=picker, progress=progress)
+                picker = run_picker(run, plan.dataset, progress=progress,
+                                    expected_particles=plan.expected_particles)
+            evaluate_run(run, plan.dataset, plan.evaluate, picker=picker, progress=progress,
+                         expected_particles=plan.expected_particles)
         echo(f"{prefix}: done in {time.perf_counter() - start:.1f} s")
     table = compare_runs([plan.out / name for name in plan.runs])
     write_comparison(table, plan.out / "comparison")
