@@ -208,6 +208,7 @@ def test_pick_full_size_maps_with_the_bundled_picker(bundled, tmp_path, capsys):
     (["segment", "PLAIN", "MICS", "-o", "OUT", "--diameter-px", "20"], "not diameter-scaled"),
     (["segment", NAME, "MICS", "-o", "BUNDLED/maps", "--diameter-px", "20"], "read-only"),
     (["segment", NAME, "NOPIX", "-o", "OUT", "--diameter-A", "40"], "no pixel size"),
+    (["segment-and-pick", NAME, "NOPIX", "-o", "OUT", "--diameter-A", "40"], "no pixel size"),
     (["train", "DS", "-o", "OUT", "--init", NAME, "--epochs", "1"], "give --diameter-A or --diameter-px"),
     (["train", "DS", "-o", "OUT", "--init", "PLAIN", "--diameter-px", "20"], "need a diameter-scaled"),
     (["train", "DS", "-o", "BUNDLED", "--init", NAME, "--diameter-px", "20"], "already holds a run"),
@@ -229,6 +230,7 @@ def test_bad_diameter_inputs_are_one_line_errors(bundled, tmp_path, capsys, args
     assert main([*argv, *(["--no-progress"] if argv[0] != "train" else [])]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
 def test_evaluate_and_run_writers_refuse_the_bundled_folder(bundled, tmp_path):

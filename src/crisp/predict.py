@@ -25,7 +25,8 @@ import numpy as np
 from crisp.errors import CrispError
 from crisp.tiling import _starts, blend_window, dihedral_mean, predict_probabilities  # noqa: F401 - re-exported
 
-__all__ = ["blend_window", "check_diameter", "diameter_setting", "foreground_fn", "input_binning", "load_run",
+__all__ = ["blend_window", "check_diameter", "check_diameter_pixel_sizes",
+           "diameter_setting", "foreground_fn", "input_binning", "load_run",
            "micrograph_diameter_px", "predict_probabilities", "run_identity", "segment_files",
            "segment_settings", "tiling_setting", "upsample_to"]
 
@@ -101,6 +102,20 @@ def check_diameter(config, diameter_A: float | None, diameter_px: float | None,
     if config.particle_diameter_px is None and given:
         raise CrispError("the run is not diameter-scaled (its config has no particle_diameter_px): drop "
                          "--diameter-A/--diameter-px (it is resampled by its pixel size)", run)
+
+
+def check_diameter_pixel_sizes(paths, diameter_A: float | None, pixel_size: float | None) -> None:
+    """``--diameter-A`` needs each micrograph's pixel size: the ``pixel_size`` override, or the MRC
+    header's. Refuses the first micrograph without one (JPG/PNG/TIFF, or a header holding 0), before
+    the output folder is touched."""
+    if diameter_A is None or pixel_size is not None:
+        return
+    from crisp.io.micrographs import read_header_pixel_size
+
+    for path in paths:
+        if read_header_pixel_size(path) is None:
+            raise CrispError("no pixel size to convert --diameter-A to pixels: give --pixel-size, or the "
+                             "diameter in pixels with --diameter-px", path)
 
 
 def micrograph_diameter_px(diameter_A: float | None, diameter_px: float | None, pixel_size: float | None,
@@ -439,6 +454,7 @@ def segment_files(run_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[s
         if identity["config_sha256"] is None or identity["checkpoint_sha256"] is None:
             segmenter.preload(index)  # not a complete run: its error before the output folder is touched
     segmenter.check_runs()  # a diameter the runs cannot use, or none for a diameter-scaled run
+    check_diameter_pixel_sizes(paths, diameter_A, pixel_size)
     items = [Item(p.stem, inputs=(p,), outputs=(f"{p.stem}.mrc",)) for p in paths]
     result = run_batch("segment", items, segmenter, out_dir, settings, overwrite=overwrite,
                        keep_going=keep_going, progress=progress, shard=shard,

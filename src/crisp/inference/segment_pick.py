@@ -45,6 +45,7 @@ from crisp.predict import (
     NetworkItems,
     check_backend,
     check_diameter,
+    check_diameter_pixel_sizes,
     run_identity,
     tiling_setting,
     upsample_to,
@@ -293,6 +294,8 @@ def segment_and_pick_files(run_dir: str | os.PathLike[str],
     single = isinstance(micrograph_paths, (str, os.PathLike))
     sources = [micrograph_paths] if single else list(micrograph_paths)
     paths = list_micrographs(sources)
+    if run.config.particle_diameter_px is not None:
+        check_diameter_pixel_sizes(paths, diameter_A, pixel_size)
     settings = segment_pick_settings(run_dir, picker, threshold=threshold, formats=formats,
                                      box_size_px=box_size_px, pixel_size=pixel_size, tta=tta, overlap=overlap,
                                      max_tile_px=max_tile_px, save_maps=save_maps, diameter_A=diameter_A,
