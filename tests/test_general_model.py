@@ -93,5 +93,5 @@ def test_shipped_general_model_picks_the_bundled_map_it_never_saw(tmp_path):
 
 
 #: what the shipped model reaches on that test, less a margin (measured when it was exported)
-SHIPPED_F1_FLOOR = 0.7
-SHIPPED_AP_FLOOR = 0.7
+SHIPPED_F1_FLOOR = 0.9  # measured 0.982 (seed 3), 0.970 (seed 4)
+SHIPPED_AP_FLOOR = 0.95  # measured 1.000 on both
