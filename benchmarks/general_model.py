@@ -110,7 +110,7 @@ def few_shot(args) -> list[dict]:
     from crisp.dataset import Split, read_true_centres, write_split
     from crisp.predict import segment_files
     from crisp.run import Run
-    from crisp.train import make_config, scale_to_init, train
+    from crisp.train import make_config, train
     from crisp.workflow.evaluate_run import read_maps
 
     names, split = dev_split(args.data)
@@ -122,7 +122,7 @@ def few_shot(args) -> list[dict]:
         k, fraction = int(k), float(fraction)
         method = "present" if fraction >= 1 else "pu"
         sparse, full = label_sets(args.data, args.work, split, fraction, method, centres, 0)
-        sub = Split(train=split.train[:k], val=split.val, test=split.test)
+        sub = Split(train=split.train[:k], val=split.val, test=split.test, seed=split.seed)
         tag = f"{init}-{k}-{fraction:g}-e{args.epochs}"
         run_dir = args.work / f"run-{tag}"
         split_path = args.work / f"split-{tag}.yaml"
@@ -133,12 +133,12 @@ def few_shot(args) -> list[dict]:
                 centres[centres[NAME].isin(sub.train)].groupby(NAME).size().mean())}
         config = make_config("cpu", seed=args.train_seed, epochs=args.epochs, threads=args.threads,
                              init=None if init == "scratch" else args.model, **options)
-        if init != "scratch":
-            config = scale_to_init(config, None, DIAMETER_PX)
+        scale = {} if init == "scratch" else {"diameter_px": DIAMETER_PX}  # bin 4 for the general model
         start = time.perf_counter()
         if not Run(run_dir).is_finished:
-            train(config, sparse, run_dir, split=split_path, resume=Run(run_dir).can_resume, progress=False,
-                  val_dataset=full)
+            resume = Run(run_dir).can_resume
+            train(config, sparse, run_dir, split=split_path, resume=resume, progress=False, val_dataset=full,
+                  **({} if resume else scale))
         seconds = time.perf_counter() - start
         seg = args.work / f"seg-{tag}"
         eval_names = split.val + split.test
