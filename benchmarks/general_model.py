@@ -121,9 +121,16 @@ def few_shot(args) -> list[dict]:
         init, k, fraction = spec.split(":")
         k, fraction = int(k), float(fraction)
         method = "present" if fraction >= 1 else "pu"
-        sparse, full = label_sets(args.data, args.work, split, fraction, method, centres, 0)
+        if args.labels == "disc":  # discs of half the particle radius (the general model's own labels)
+            if fraction < 1:
+                raise SystemExit("--labels disc is for full labels (FRACTION 1) only")
+            sparse = full = disc_labels(args.data, args.work, names)
+        else:
+            sparse, full = label_sets(args.data, args.work, split, fraction, method, centres, 0)
         sub = Split(train=split.train[:k], val=split.val, test=split.test, seed=split.seed)
         tag = f"{init}-{k}-{fraction:g}-e{args.epochs}"
+        tag += "" if args.labels == "threshold" else f"-{args.labels}"
+        tag += "" if args.lr is None else f"-lr{args.lr:g}"
         run_dir = args.work / f"run-{tag}"
         split_path = args.work / f"split-{tag}.yaml"
         write_split(split_path, sub)
@@ -131,6 +138,8 @@ def few_shot(args) -> list[dict]:
         if method == "pu":
             options = {"loss": "dice+nnpu", "expected_particles": float(
                 centres[centres[NAME].isin(sub.train)].groupby(NAME).size().mean())}
+        if args.lr is not None:
+            options["lr"] = args.lr
         config = make_config("cpu", seed=args.train_seed, epochs=args.epochs, threads=args.threads,
                              init=None if init == "scratch" else args.model, **options)
         scale = {} if init == "scratch" else {"diameter_px": DIAMETER_PX}  # bin 4 for the general model
@@ -146,7 +155,8 @@ def few_shot(args) -> list[dict]:
         segment_files(run_dir, [full / "micrographs" / f"{n}.mrc" for n in eval_names], seg, progress=False,
                       threads=args.threads, **extra)
         prob = read_maps(seg, eval_names)
-        row = {"init": init, "micrographs": k, "fraction": fraction, "loss": options["loss"],
+        row = {"init": init, "micrographs": k, "fraction": fraction, "labels": args.labels,
+               "lr": config.lr, "loss": options["loss"],
                "epochs": args.epochs, "bin": Run(run_dir).config.bin, "train_seconds": round(seconds, 1),
                "train_particles": int(centres[centres[NAME].isin(sub.train)].shape[0] * min(fraction, 1))}
         row.update(tune_and_score(prob, split, masks, centres, run_dir / "picker.yaml",
@@ -154,6 +164,18 @@ def few_shot(args) -> list[dict]:
         rows.append(row)
         print(json.dumps(row, default=float), flush=True)
     return rows
+
+
+def disc_labels(data: Path, work: Path, names: list[str]) -> Path:
+    """Labels of all the micrographs: discs of half the particle radius at the annotated centres."""
+    from crisp.labels import LabelConfig, make_labels
+
+    out = work / "labels-disc-0.5"
+    make_labels([data / "images" / f"{n}.jpg" for n in names], out,
+                LabelConfig(method="disk", radius_px=DIAMETER_PX / 2, pixel_size=PIXEL_SIZE,
+                            disk_fraction=0.5),
+                coordinates=data / "coordinates", progress=False, echo=lambda _: None)
+    return out
 
 
 def held_out(args) -> list[dict]:
@@ -216,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="few-shot: INIT:K:FRACTION,...")
     parser.add_argument("--epochs", type=int, default=30, help="few-shot training epochs")
     parser.add_argument("--train-seed", type=int, default=0)
+    parser.add_argument("--labels", choices=("threshold", "disc"), default="threshold",
+                        help="few-shot: threshold labels (radius 54 px) or discs of half the radius")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="few-shot: learning rate (default: the preset's)")
     parser.add_argument("--snr", default="0.005,0.003", help="held-out: detector SNRs")
     parser.add_argument("--count", type=int, default=6, help="held-out: micrographs per structure and SNR")
     parser.add_argument("--seed", type=int, default=1000, help="held-out: corpus seed")
