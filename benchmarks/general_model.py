@@ -131,6 +131,7 @@ def few_shot(args) -> list[dict]:
         tag = f"{init}-{k}-{fraction:g}-e{args.epochs}"
         tag += "" if args.labels == "threshold" else f"-{args.labels}"
         tag += "" if args.lr is None else f"-lr{args.lr:g}"
+        tag += "" if args.train_seed == 0 else f"-s{args.train_seed}"
         run_dir = args.work / f"run-{tag}"
         split_path = args.work / f"split-{tag}.yaml"
         write_split(split_path, sub)
@@ -156,6 +157,7 @@ def few_shot(args) -> list[dict]:
                       threads=args.threads, **extra)
         prob = read_maps(seg, eval_names)
         row = {"init": init, "micrographs": k, "fraction": fraction, "labels": args.labels,
+               "seed": args.train_seed,
                "lr": config.lr, "loss": options["loss"],
                "epochs": args.epochs, "bin": Run(run_dir).config.bin, "train_seconds": round(seconds, 1),
                "train_particles": int(centres[centres[NAME].isin(sub.train)].shape[0] * min(fraction, 1))}
