@@ -170,22 +170,12 @@ def run_identity(run_dir: str | os.PathLike[str]) -> dict:
     identity, so :func:`segment_files` refuses to mix its maps with the old ones. A file that does not
     exist is recorded as None (loading the run then fails with its own message).
     """
-    import hashlib
 
     from crisp.models.bundled_names import resolve_run
+    from crisp.models.bundled_names import sha256 as digest
     from crisp.run import BEST, Run
 
     run = Run(resolve_run(run_dir))
-
-    def digest(path: Path) -> str | None:
-        if not path.is_file():
-            return None
-        sha = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                sha.update(block)
-        return sha.hexdigest()
-
     identity = {"path": str(run.path.resolve()), "config_sha256": digest(run.config_path),
                 "checkpoint_sha256": digest(run.checkpoint_path(BEST))}
     if run.bundled is not None:  # by name and digests: the same model wherever CRISP is installed
