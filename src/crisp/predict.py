@@ -26,7 +26,7 @@ from crisp.errors import CrispError
 from crisp.tiling import _starts, blend_window, dihedral_mean, predict_probabilities  # noqa: F401 - re-exported
 
 __all__ = ["blend_window", "check_diameter", "check_diameter_pixel_sizes",
-           "diameter_setting", "foreground_fn", "input_binning", "load_run",
+           "diameter_given", "diameter_setting", "foreground_fn", "input_binning", "load_run",
            "micrograph_diameter_px", "predict_probabilities", "run_identity", "segment_files",
            "segment_settings", "tiling_setting", "upsample_to"]
 
@@ -82,6 +82,17 @@ def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best.ckpt"):
     return run.config, run.network(checkpoint)
 
 
+def diameter_given(diameter_A: float | None, diameter_px: float | None) -> bool:
+    """Whether a particle diameter is given; CrispError for a non-positive one or for both options."""
+    from crisp.config import check_number
+
+    check_number(diameter_A, "--diameter-A", gt=0)
+    check_number(diameter_px, "--diameter-px", gt=0)
+    if diameter_A is not None and diameter_px is not None:
+        raise CrispError("give --diameter-A or --diameter-px, not both")
+    return diameter_A is not None or diameter_px is not None
+
+
 def check_diameter(config, diameter_A: float | None, diameter_px: float | None,
                    run: str | os.PathLike[str] | None = None) -> None:
     """Refuse a diameter the run cannot use, or a diameter-scaled run without one (before any work).
@@ -89,13 +100,7 @@ def check_diameter(config, diameter_A: float | None, diameter_px: float | None,
     A run with ``particle_diameter_px`` (a general model) needs exactly one of ``diameter_A`` (with the
     micrographs' pixel size) and ``diameter_px``; a run without it takes neither.
     """
-    from crisp.config import check_number
-
-    check_number(diameter_A, "--diameter-A", gt=0)
-    check_number(diameter_px, "--diameter-px", gt=0)
-    if diameter_A is not None and diameter_px is not None:
-        raise CrispError("give --diameter-A or --diameter-px, not both")
-    given = diameter_A is not None or diameter_px is not None
+    given = diameter_given(diameter_A, diameter_px)
     if config.particle_diameter_px is not None and not given:
         raise CrispError("the model works at a fixed scale per particle diameter: give --diameter-A "
                          "(with the pixel size from the header or --pixel-size) or --diameter-px", run)
@@ -113,9 +118,7 @@ def check_diameter_pixel_sizes(paths, diameter_A: float | None, pixel_size: floa
     from crisp.io.micrographs import read_header_pixel_size
 
     for path in paths:
-        if read_header_pixel_size(path) is None:
-            raise CrispError("no pixel size to convert --diameter-A to pixels: give --pixel-size, or the "
-                             "diameter in pixels with --diameter-px", path)
+        micrograph_diameter_px(diameter_A, None, read_header_pixel_size(path), path)
 
 
 def micrograph_diameter_px(diameter_A: float | None, diameter_px: float | None, pixel_size: float | None,

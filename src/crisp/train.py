@@ -95,14 +95,9 @@ def scale_to_init(config: TrainConfig, diameter_A: float | None, diameter_px: fl
         A diameter-scaled init without a diameter; a diameter without one (or when resuming); both
         diameters; ``diameter_A`` without a pixel size.
     """
-    from crisp.config import check_number
-    from crisp.predict import micrograph_diameter_px
+    from crisp.predict import diameter_given, micrograph_diameter_px
 
-    check_number(diameter_A, "--diameter-A", gt=0)
-    check_number(diameter_px, "--diameter-px", gt=0)
-    given = diameter_A is not None or diameter_px is not None
-    if diameter_A is not None and diameter_px is not None:
-        raise CrispError("give --diameter-A or --diameter-px, not both")
+    given = diameter_given(diameter_A, diameter_px)
     if resume:
         if given:
             raise CrispError("--diameter-A/--diameter-px choose a new run's binning; a resumed run keeps "

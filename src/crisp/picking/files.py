@@ -156,14 +156,10 @@ def with_diameter(picker: PickerConfig, maps: Iterable[str | os.PathLike[str]], 
         Both diameters, a non-positive one, a diameter-scaled picker without one, or ``diameter_A``
         with a map that has no pixel size.
     """
-    from crisp.config import check_number
     from crisp.io.micrographs import read_header_pixel_size
+    from crisp.predict import diameter_given
 
-    check_number(diameter_A, "--diameter-A", gt=0)
-    check_number(diameter_px, "--diameter-px", gt=0)
-    if diameter_A is not None and diameter_px is not None:
-        raise CrispError("give --diameter-A or --diameter-px, not both")
-    if diameter_A is None and diameter_px is None:
+    if not diameter_given(diameter_A, diameter_px):
         if picker.diameter_scaled:
             raise CrispError("the picker belongs to a diameter-scaled model: give the particle diameter "
                              "with --diameter-A or --diameter-px")
