@@ -312,12 +312,12 @@ def _bfactor_envelope(shape: tuple[int, int], pixel_size: float, bfactor: float)
 
 def _ctf_padded(images: list[np.ndarray], transfer: np.ndarray, pad: int) -> list[np.ndarray]:
     """Each image reflected out by ``pad`` px, multiplied by ``transfer`` in Fourier space, cropped."""
+    from crisp.simulate.physics import apply_ctf
+
     out = []
     for image in images:
         big = np.pad(image, pad, mode="reflect") if pad else image
-        spectrum = scipy.fft.rfft2(big)
-        spectrum *= transfer
-        res = scipy.fft.irfft2(spectrum, s=big.shape).astype(np.float32)
+        res = apply_ctf(big, transfer)
         out.append(np.ascontiguousarray(res[pad:pad + image.shape[0], pad:pad + image.shape[1]]))
     return out
 
