@@ -105,7 +105,7 @@ def draw(data: Path, name: str, picks: pd.DataFrame, truth: pd.DataFrame, thresh
 
 
 def few_shot(args) -> list[dict]:
-    from benchmarks.real_data import provided_masks, tune_and_score
+    from benchmarks.real_data import make_label_set, provided_masks, tune_and_score
     from benchmarks.sparse_labels import label_sets
     from crisp.dataset import Split, read_true_centres, write_split
     from crisp.predict import segment_files
@@ -124,7 +124,8 @@ def few_shot(args) -> list[dict]:
         if args.labels == "disc":  # discs of half the particle radius (the general model's own labels)
             if fraction < 1:
                 raise SystemExit("--labels disc is for full labels (FRACTION 1) only")
-            sparse = full = disc_labels(args.data, args.work, names)
+            labels = make_label_set(args.data, args.work, "disk", masks, disk_fraction=0.5)
+            sparse = full = Path(labels["dataset"])
         else:
             sparse, full = label_sets(args.data, args.work, split, fraction, method, centres, 0)
         sub = Split(train=split.train[:k], val=split.val, test=split.test, seed=split.seed)
@@ -166,18 +167,6 @@ def few_shot(args) -> list[dict]:
         rows.append(row)
         print(json.dumps(row, default=float), flush=True)
     return rows
-
-
-def disc_labels(data: Path, work: Path, names: list[str]) -> Path:
-    """Labels of all the micrographs: discs of half the particle radius at the annotated centres."""
-    from crisp.labels import LabelConfig, make_labels
-
-    out = work / "labels-disc-0.5"
-    make_labels([data / "images" / f"{n}.jpg" for n in names], out,
-                LabelConfig(method="disk", radius_px=DIAMETER_PX / 2, pixel_size=PIXEL_SIZE,
-                            disk_fraction=0.5),
-                coordinates=data / "coordinates", progress=False, echo=lambda _: None)
-    return out
 
 
 def held_out(args) -> list[dict]:
