@@ -32,10 +32,10 @@ import pandas as pd
 from pydantic import Field
 
 from crisp.atomic import write_text_atomic
-from crisp.config import StageConfig, read_yaml, save_yaml, to_plain, validate_config
+from crisp.config import StageConfig, save_yaml, validate_config
 from crisp.errors import CrispError
 from crisp.run import Run
-from crisp.workflow.stages import Stage, run_stages, train_or_resume
+from crisp.workflow.stages import Stage, changed_settings, run_stages, train_or_resume
 
 MODELS = {"cnn": "CNN", "cdcrf": "CNN+CD-CRF"}
 TABLE_COLUMNS = {"pixel IoU": ("pixel", "iou"), "pixel recall": ("pixel", "recall"),
@@ -158,10 +158,8 @@ def results_table(project: str | os.PathLike[str]) -> pd.DataFrame:
 def _check_settings(project: Path, cfg: DemoConfig, force: bool) -> None:
     path = project / "demo.yaml"
     if path.is_file() and not force:
-        previous = read_yaml(path)
-        if previous != to_plain(cfg):
-            changed = sorted(k for k in set(previous) | set(to_plain(cfg))
-                             if previous.get(k) != to_plain(cfg).get(k))
+        changed = changed_settings(path, cfg)
+        if changed:
             raise CrispError(f"the project was made with other demo settings ({', '.join(changed)}); "
                              "use the same options, --force to start again, or another folder", path)
         return

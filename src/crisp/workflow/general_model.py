@@ -34,7 +34,7 @@ from pydantic import Field
 from crisp.atomic import write_text_atomic
 from crisp.config import StageConfig, read_yaml, save_yaml, to_plain, validate_config
 from crisp.errors import CrispError
-from crisp.workflow.stages import Stage, run_stages, train_or_resume
+from crisp.workflow.stages import Stage, changed_settings, run_stages, train_or_resume
 
 BUILD_FILE = "build.yaml"
 CORPUS_DIR = "corpus"
@@ -105,14 +105,11 @@ def train_config(cfg: GeneralModelConfig):
 
 
 def _check_settings(work: Path, cfg: GeneralModelConfig, force: bool) -> None:
-    path = work / BUILD_FILE
-    if path.is_file() and not force:
-        old = read_yaml(path)
-        if old != to_plain(cfg):
-            changed = sorted(k for k in set(old) | set(to_plain(cfg)) if old.get(k) != to_plain(cfg).get(k))
-            raise CrispError("holds a build made with other settings (" + ", ".join(changed) + "); use "
-                             "--force or another folder", work)
-    save_yaml(path, to_plain(cfg))
+    changed = [] if force else changed_settings(work / BUILD_FILE, cfg)
+    if changed:
+        raise CrispError("holds a build made with other settings (" + ", ".join(changed) + "); use "
+                         "--force or another folder", work)
+    save_yaml(work / BUILD_FILE, to_plain(cfg))
 
 
 def build_general_model(work: str | os.PathLike[str], *, export_to: str | os.PathLike[str] | None = None,

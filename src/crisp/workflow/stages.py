@@ -31,6 +31,17 @@ class Stage:
     run: Callable[[], object]
 
 
+def changed_settings(path: str | os.PathLike[str], settings) -> list[str]:
+    """The keys whose values differ between the settings file ``path`` (YAML, written by an earlier
+    run of a workflow) and ``settings`` (a config model); empty when the file does not exist."""
+    from crisp.config import read_yaml, to_plain
+
+    if not Path(path).is_file():
+        return []
+    previous, current = read_yaml(path), to_plain(settings)
+    return sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+
+
 def run_stages(stages: list[Stage], *, echo: Callable[[str], None] = print) -> dict[str, float | None]:
     """Run the stages in order; return seconds per stage (None when skipped).
 
