@@ -70,21 +70,32 @@ def background_positions(centres: pd.DataFrame, shape: tuple[int, int], count: i
     return pd.DataFrame(found, columns=[X, Y])
 
 
+def label_config(labels: str, **settings):
+    """The label settings of ``--labels``: ``threshold`` (radius 54 px) or ``disc`` (discs of half that
+    radius, 27 px: the general model's label shape, issue 18)."""
+    from crisp.labels import LabelConfig
+
+    if labels == "disc":
+        return LabelConfig(method="disk", radius_px=DIAMETER_PX / 2, disk_fraction=0.5,
+                           pixel_size=PIXEL_SIZE, **settings)
+    return LabelConfig(method="threshold", radius_px=DIAMETER_PX / 2, pixel_size=PIXEL_SIZE, **settings)
+
+
 def label_sets(data: Path, work: Path, split, fraction: float, method: str, centres: pd.DataFrame,
-               seed: int) -> tuple[Path, Path]:
-    """(training dataset with sparse labels, validation dataset with full labels)."""
+               seed: int, labels: str = "threshold") -> tuple[Path, Path]:
+    """(training dataset with sparse labels, validation dataset with full labels), both made with the
+    label shape ``labels`` (``threshold`` or ``disc``)."""
     from crisp.io.coordinates import write_star
-    from crisp.labels import LabelConfig, make_labels
+    from crisp.labels import make_labels
 
     quiet = dict(progress=False, echo=lambda _: None)
-    full = work / "labels-full"
-    make_labels([data / "images" / f"{n}.jpg" for n in split.val + split.test], full,
-                LabelConfig(method="threshold", radius_px=DIAMETER_PX / 2, pixel_size=PIXEL_SIZE),
+    suffix = "" if labels == "threshold" else f"-{labels}"
+    full = work / f"labels-full{suffix}"
+    make_labels([data / "images" / f"{n}.jpg" for n in split.val + split.test], full, label_config(labels),
                 coordinates=data / "coordinates", **quiet)
     background = {"present": "all", "ignore": "none", "pu": "none"}[method]
-    config = LabelConfig(method="threshold", radius_px=DIAMETER_PX / 2, pixel_size=PIXEL_SIZE,
-                         keep_fraction=fraction, keep_seed=seed, background=background)
-    sparse = work / f"labels-{fraction:g}-{method}"
+    config = label_config(labels, keep_fraction=fraction, keep_seed=seed, background=background)
+    sparse = work / f"labels-{fraction:g}-{method}{suffix}"
     background_coords = None
     if method == "ignore":
         from crisp.labels.sparse import keep_subset
@@ -111,7 +122,7 @@ def run_row(data: Path, work: Path, split, fraction: float, method: str, masks, 
     from crisp.train import make_config, train
     from crisp.workflow.evaluate_run import read_maps
 
-    sparse, full = label_sets(data, work, split, fraction, method, centres, args.label_seed)
+    sparse, full = label_sets(data, work, split, fraction, method, centres, args.label_seed, args.labels)
     write_split(sparse / "split.yaml", split)
     expected = float(centres[centres[NAME].isin(split.train)].groupby(NAME).size().mean())
     options = dict(parse_options(args.options))
@@ -120,7 +131,8 @@ def run_row(data: Path, work: Path, split, fraction: float, method: str, masks, 
         options["expected_particles"] = expected * args.pu_expected_scale
     else:
         options.setdefault("loss", "dice")
-    tag = f"{fraction:g}-{method}-s{args.train_seed}" + (args.tag and f"-{args.tag}")
+    shape = "" if args.labels == "threshold" else f"-{args.labels}"
+    tag = f"{fraction:g}-{method}-s{args.train_seed}{shape}" + (args.tag and f"-{args.tag}")
     run_dir = work / f"run-{tag}"
     config = make_config("cpu", seed=args.train_seed, epochs=args.epochs, threads=args.threads, **options)
     start = time.perf_counter()
@@ -129,17 +141,19 @@ def run_row(data: Path, work: Path, split, fraction: float, method: str, masks, 
               progress=False, val_dataset=full)
     train_seconds = time.perf_counter() - start
     names = split.val + split.test
-    seg = work / f"seg-{tag}"
+    tta = "-tta" if args.tta else ""
+    seg = work / f"seg-{tag}{tta}"
     segment_files(run_dir, [full / "micrographs" / f"{n}.mrc" for n in names], seg, progress=False,
-                  threads=args.threads)
+                  threads=args.threads, tta=args.tta)
     prob = read_maps(seg, names)
     kept = _kept(centres, split.train, fraction, args.label_seed)
-    row = {"fraction": fraction, "method": method, "seed": args.train_seed, "loss": options["loss"],
+    row = {"fraction": fraction, "method": method, "seed": args.train_seed, "labels": args.labels,
+           "tta": args.tta, "loss": options["loss"],
            "expected_particles": options.get("expected_particles"),
            "train_particles": int(sum(len(c) for c in kept)),
            "epochs": Run(run_dir).config.epochs, "train_seconds": round(train_seconds, 1),
-           **tune_and_score(prob, split, masks, centres, run_dir / "picker.yaml",
-                            overlay=(data, work / f"picks-{tag}.png"))}
+           **tune_and_score(prob, split, masks, centres, run_dir / f"picker{tta}.yaml",
+                            overlay=(data, work / f"picks-{tag}{tta}.png"))}
     row.update(sparse_tuning(prob, split, centres, fraction, expected, args.label_seed))
     return row
 
@@ -212,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pu-loss", default="dice+nnpu")
     parser.add_argument("--pu-expected-scale", type=float, default=1.0,
                         help="expected particles = this x the mean annotated count per training micrograph")
+    parser.add_argument("--labels", choices=("threshold", "disc"), default="threshold",
+                        help="label shape: threshold (radius 54 px) or discs of half the radius")
+    parser.add_argument("--tta", action="store_true", help="segment with test-time augmentation (the mean of "
+                        "the 8 flips and rotations; maps in W/seg-TAG-tta); a finished row is only rescored")
     parser.add_argument("--tag", default="", help="suffix of the run folders (variants of a row)")
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--figure", type=Path, default=None, help="only draw W/results-sparse.json (and the "
@@ -244,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         row["tag"] = args.tag
         rows.append(row)
         previous = json.loads(results.read_text()) if results.is_file() else []
-        previous = [r for r in previous if (r["fraction"], r["method"], r["seed"], r.get("tag", "")) !=
-                    (row["fraction"], row["method"], row["seed"], row["tag"])]
+        def key(r):
+            return (r["fraction"], r["method"], r["seed"], r.get("tag", ""), r.get("labels", "threshold"),
+                    r.get("tta", False))
+        previous = [r for r in previous if key(r) != key(row)]
         tmp = results.with_suffix(f".{time.time_ns()}.tmp")
         tmp.write_text(json.dumps(previous + [row], indent=2, default=float))
         tmp.replace(results)
