@@ -185,8 +185,10 @@ def sparse_tuning(prob, split, centres, fraction, expected, seed) -> dict:
 
 
 def plot_results(rows: list[dict], path: Path, topaz: dict[str, dict] | None = None) -> None:
-    """Test F1 and AP against the fraction of training annotations kept, one line per method (seed 0);
-    ``topaz``: label -> Topaz result (``test_F1``, ``test_AP``) at 20 %, drawn as points."""
+    """Test F1 and AP against the fraction of training annotations kept, one line per method (seed 0,
+    threshold labels, no tag); PU with disc labels (seed 0, no test-time augmentation) as points, one
+    marker per number of epochs; ``topaz``: label -> Topaz result (``test_F1``, ``test_AP``) at 20 %,
+    drawn as points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -197,9 +199,16 @@ def plot_results(rows: list[dict], path: Path, topaz: dict[str, dict] | None = N
     for key, ax, title in panels:
         for method, style in zip(METHODS, ("o-", "s--", "^-"), strict=True):
             mine = sorted((r["fraction"], r[key]) for r in rows
-                          if r["method"] == method and r["seed"] == 0 and not r.get("tag"))
+                          if r["method"] == method and r["seed"] == 0 and not r.get("tag")
+                          and r.get("labels", "threshold") == "threshold" and not r.get("tta"))
             if mine:
                 ax.plot([100 * f for f, _ in mine], [v for _, v in mine], style, label=method)
+        disc = [r for r in rows if r["method"] == "pu" and r.get("labels") == "disc" and r["seed"] == 0
+                and not r.get("tta")]
+        for epochs, marker in zip(sorted({r["epochs"] for r in disc}), ("D", "P", "*"), strict=False):
+            mine = [r for r in disc if r["epochs"] == epochs]
+            ax.plot([100 * r["fraction"] for r in mine], [r[key] for r in mine], marker, ms=8,
+                    label=f"pu, disc labels, {epochs} epochs")
         for (label, result), marker in zip((topaz or {}).items(), ("x", "+"), strict=False):
             ax.plot([20], [result["test_F1" if key == "pick_F1" else "test_AP"]], marker, ms=10, mew=2,
                     label=label)
