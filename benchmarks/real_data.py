@@ -57,14 +57,22 @@ def provided_centres(data: Path, names: list[str]) -> pd.DataFrame:
     return read_true_centres(data, names)
 
 
+def label_config(method: str, disk_fraction: float = 1.0, **settings):
+    """The benchmark's label settings: ``method`` at the particle radius (54 px) and the dev set's pixel
+    size; ``disk_fraction`` applies to ``disk`` only; ``settings``: further LabelConfig fields."""
+    from crisp.labels import LabelConfig
+
+    return LabelConfig(method=method, radius_px=DIAMETER_PX / 2, pixel_size=PIXEL_SIZE,
+                       disk_fraction=disk_fraction if method == "disk" else 1.0, **settings)
+
+
 def make_label_set(data: Path, work: Path, method: str, masks: dict[str, np.ndarray],
                    disk_fraction: float = 1.0) -> dict:
     from crisp.io.micrographs import read_micrograph
-    from crisp.labels import LabelConfig, make_labels
+    from crisp.labels import make_labels
     from crisp.metrics.pixel import pixel_metrics
 
-    config = LabelConfig(method=method, radius_px=DIAMETER_PX / 2, pixel_size=PIXEL_SIZE,
-                         disk_fraction=disk_fraction if method == "disk" else 1.0)
+    config = label_config(method, disk_fraction)
     start = time.perf_counter()
     run = make_labels(data / "images", work / f"labels-{method}", config, coordinates=data / "coordinates",
                       progress=False, echo=lambda _: None)

@@ -42,7 +42,6 @@ import pandas as pd
 from benchmarks.real_data import (
     DEFAULT_DATA,
     DIAMETER_PX,
-    PIXEL_SIZE,
     parse_options,
     provided_centres,
     provided_masks,
@@ -70,31 +69,29 @@ def background_positions(centres: pd.DataFrame, shape: tuple[int, int], count: i
     return pd.DataFrame(found, columns=[X, Y])
 
 
-def label_config(labels: str, **settings):
-    """The label settings of ``--labels``: ``threshold`` (radius 54 px) or ``disc`` (discs of half that
-    radius, 27 px: the general model's label shape, issue 18)."""
-    from crisp.labels import LabelConfig
+LABEL_SHAPES = {"threshold": ("threshold", 1.0), "disc": ("disk", 0.5)}  # --labels: (method, disk fraction)
 
-    if labels == "disc":
-        return LabelConfig(method="disk", radius_px=DIAMETER_PX / 2, disk_fraction=0.5,
-                           pixel_size=PIXEL_SIZE, **settings)
-    return LabelConfig(method="threshold", radius_px=DIAMETER_PX / 2, pixel_size=PIXEL_SIZE, **settings)
+
+def label_suffix(labels: str) -> str:
+    """Folder-name suffix of a label shape (none for the default, threshold)."""
+    return "" if labels == "threshold" else f"-{labels}"
 
 
 def label_sets(data: Path, work: Path, split, fraction: float, method: str, centres: pd.DataFrame,
                seed: int, labels: str = "threshold") -> tuple[Path, Path]:
     """(training dataset with sparse labels, validation dataset with full labels), both made with the
     label shape ``labels`` (``threshold`` or ``disc``)."""
+    from benchmarks.real_data import label_config
     from crisp.io.coordinates import write_star
     from crisp.labels import make_labels
 
     quiet = dict(progress=False, echo=lambda _: None)
-    suffix = "" if labels == "threshold" else f"-{labels}"
+    suffix, shape = label_suffix(labels), LABEL_SHAPES[labels]
     full = work / f"labels-full{suffix}"
-    make_labels([data / "images" / f"{n}.jpg" for n in split.val + split.test], full, label_config(labels),
+    make_labels([data / "images" / f"{n}.jpg" for n in split.val + split.test], full, label_config(*shape),
                 coordinates=data / "coordinates", **quiet)
     background = {"present": "all", "ignore": "none", "pu": "none"}[method]
-    config = label_config(labels, keep_fraction=fraction, keep_seed=seed, background=background)
+    config = label_config(*shape, keep_fraction=fraction, keep_seed=seed, background=background)
     sparse = work / f"labels-{fraction:g}-{method}{suffix}"
     background_coords = None
     if method == "ignore":
@@ -131,8 +128,8 @@ def run_row(data: Path, work: Path, split, fraction: float, method: str, masks, 
         options["expected_particles"] = expected * args.pu_expected_scale
     else:
         options.setdefault("loss", "dice")
-    shape = "" if args.labels == "threshold" else f"-{args.labels}"
-    tag = f"{fraction:g}-{method}-s{args.train_seed}{shape}" + (args.tag and f"-{args.tag}")
+    tag = (f"{fraction:g}-{method}-s{args.train_seed}{label_suffix(args.labels)}"
+           + (args.tag and f"-{args.tag}"))
     run_dir = work / f"run-{tag}"
     config = make_config("cpu", seed=args.train_seed, epochs=args.epochs, threads=args.threads, **options)
     start = time.perf_counter()
@@ -182,6 +179,12 @@ def sparse_tuning(prob, split, centres, fraction, expected, seed) -> dict:
                                   threshold=picker.threshold)
     return {"sparse_tuned_P": scores["precision"], "sparse_tuned_R": scores["recall"],
             "sparse_tuned_F1": scores["F1"]}
+
+
+def row_key(row: dict) -> tuple:
+    """What tells the rows of ``results-sparse.json`` apart (a rerun of the same row replaces it)."""
+    return (row["fraction"], row["method"], row["seed"], row.get("tag", ""), row.get("labels", "threshold"),
+            row.get("tta", False))
 
 
 def plot_results(rows: list[dict], path: Path, topaz: dict[str, dict] | None = None) -> None:
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pu-loss", default="dice+nnpu")
     parser.add_argument("--pu-expected-scale", type=float, default=1.0,
                         help="expected particles = this x the mean annotated count per training micrograph")
-    parser.add_argument("--labels", choices=("threshold", "disc"), default="threshold",
+    parser.add_argument("--labels", choices=tuple(LABEL_SHAPES), default="threshold",
                         help="label shape: threshold (radius 54 px) or discs of half the radius")
     parser.add_argument("--tta", action="store_true", help="segment with test-time augmentation (the mean of "
                         "the 8 flips and rotations; maps in W/seg-TAG-tta); a finished row is only rescored")
@@ -271,10 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         row["tag"] = args.tag
         rows.append(row)
         previous = json.loads(results.read_text()) if results.is_file() else []
-        def key(r):
-            return (r["fraction"], r["method"], r["seed"], r.get("tag", ""), r.get("labels", "threshold"),
-                    r.get("tta", False))
-        previous = [r for r in previous if key(r) != key(row)]
+        previous = [r for r in previous if row_key(r) != row_key(row)]
         tmp = results.with_suffix(f".{time.time_ns()}.tmp")
         tmp.write_text(json.dumps(previous + [row], indent=2, default=float))
         tmp.replace(results)
