@@ -24,7 +24,8 @@ Usage::
 
     python -m benchmarks.sparse_labels --work W --rows 0.2:pu,0.2:present --epochs 24 --threads 1
 
-A finished row is not retrained (rerun = rescoring); an interrupted training resumes. Prints a
+``--ensemble-seeds 0,1`` trains (or reuses) the row's run for each seed and scores the mean of their
+maps (``crisp segment --ensemble``). A finished row is not retrained (rerun = rescoring); an interrupted training resumes. Prints a
 Markdown table and writes ``W/results-sparse.json`` (rows of all invocations sharing ``W``). Not run
 in CI.
 """
@@ -128,31 +129,42 @@ def run_row(data: Path, work: Path, split, fraction: float, method: str, masks, 
         options["expected_particles"] = expected * args.pu_expected_scale
     else:
         options.setdefault("loss", "dice")
-    tag = (f"{fraction:g}-{method}-s{args.train_seed}{label_suffix(args.labels)}"
-           + (args.tag and f"-{args.tag}"))
-    run_dir = work / f"run-{tag}"
-    config = make_config("cpu", seed=args.train_seed, epochs=args.epochs, threads=args.threads, **options)
-    start = time.perf_counter()
-    if not Run(run_dir).is_finished:
-        train(config, sparse, run_dir, split=sparse / "split.yaml", resume=Run(run_dir).can_resume,
-              progress=False, val_dataset=full)
+    seeds = args.ensemble_seeds or [args.train_seed]
+    run_dirs, start = [], time.perf_counter()
+    for seed in seeds:  # one run per seed; several seeds are segmented as an ensemble
+        run_dir = work / f"run-{row_tag(fraction, method, seed, args)}"
+        config = make_config("cpu", seed=seed, epochs=args.epochs, threads=args.threads, **options)
+        if not Run(run_dir).is_finished:
+            train(config, sparse, run_dir, split=sparse / "split.yaml", resume=Run(run_dir).can_resume,
+                  progress=False, val_dataset=full)
+        run_dirs.append(run_dir)
     train_seconds = time.perf_counter() - start
+    tag = row_tag(fraction, method, "+".join(map(str, seeds)), args)
     names = split.val + split.test
     tta = "-tta" if args.tta else ""
     seg = work / f"seg-{tag}{tta}"
-    segment_files(run_dir, [full / "micrographs" / f"{n}.mrc" for n in names], seg, progress=False,
+    segment_files(run_dirs if len(run_dirs) > 1 else run_dirs[0],
+                  [full / "micrographs" / f"{n}.mrc" for n in names], seg, progress=False,
                   threads=args.threads, tta=args.tta)
     prob = read_maps(seg, names)
     kept = _kept(centres, split.train, fraction, args.label_seed)
-    row = {"fraction": fraction, "method": method, "seed": args.train_seed, "labels": args.labels,
+    picker_path = (run_dirs[0] / f"picker{tta}.yaml" if len(run_dirs) == 1
+                   else work / f"picker-{tag}{tta}.yaml")
+    row = {"fraction": fraction, "method": method,
+           "seed": seeds[0] if len(seeds) == 1 else "+".join(map(str, seeds)), "labels": args.labels,
            "tta": args.tta, "loss": options["loss"],
            "expected_particles": options.get("expected_particles"),
            "train_particles": int(sum(len(c) for c in kept)),
-           "epochs": Run(run_dir).config.epochs, "train_seconds": round(train_seconds, 1),
-           **tune_and_score(prob, split, masks, centres, run_dir / f"picker{tta}.yaml",
+           "epochs": Run(run_dirs[0]).config.epochs, "train_seconds": round(train_seconds, 1),
+           **tune_and_score(prob, split, masks, centres, picker_path,
                             overlay=(data, work / f"picks-{tag}{tta}.png"))}
     row.update(sparse_tuning(prob, split, centres, fraction, expected, args.label_seed))
     return row
+
+
+def row_tag(fraction: float, method: str, seed, args) -> str:
+    """Name of a row's run (one training seed) or maps (``seed`` "0+1": an ensemble of seeds)."""
+    return f"{fraction:g}-{method}-s{seed}{label_suffix(args.labels)}" + (args.tag and f"-{args.tag}")
 
 
 def _kept(centres: pd.DataFrame, names: list[str], fraction: float, seed: int) -> list[pd.DataFrame]:
@@ -242,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="label shape: threshold (radius 54 px) or discs of half the radius")
     parser.add_argument("--tta", action="store_true", help="segment with test-time augmentation (the mean of "
                         "the 8 flips and rotations; maps in W/seg-TAG-tta); a finished row is only rescored")
+    parser.add_argument("--ensemble-seeds", type=lambda text: [int(t) for t in text.split(",")], default=None,
+                        metavar="S,S,...", help="train (or reuse) one run per seed and segment with their "
+                        "ensemble (the mean map, `crisp segment --ensemble`); the row's seed reads '0+1'")
     parser.add_argument("--tag", default="", help="suffix of the run folders (variants of a row)")
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--figure", type=Path, default=None, help="only draw W/results-sparse.json (and the "
