@@ -25,9 +25,9 @@ Usage::
     python -m benchmarks.sparse_labels --work W --rows 0.2:pu,0.2:present --epochs 24 --threads 1
 
 ``--ensemble-seeds 0,1`` trains (or reuses) the row's run for each seed and scores the mean of their
-maps (``crisp segment --ensemble``). A finished row is not retrained (rerun = rescoring); an interrupted training resumes. Prints a
-Markdown table and writes ``W/results-sparse.json`` (rows of all invocations sharing ``W``). Not run
-in CI.
+maps (``crisp segment --ensemble``). A finished row is not retrained (rerun = rescoring); an
+interrupted training resumes. Prints a Markdown table and writes ``W/results-sparse.json`` (rows of
+all invocations sharing ``W``). Not run in CI.
 """
 
 from __future__ import annotations
@@ -199,11 +199,19 @@ def row_key(row: dict) -> tuple:
             row.get("tta", False))
 
 
+def _surrogate(loss) -> str:
+    """The nnPU surrogate of a row's loss specification (``sigmoid``, the default, or ``logistic``)."""
+    from crisp.models.losses import parse_loss_spec
+
+    terms = [t for t in parse_loss_spec(loss) if t["name"] == "nnpu"]
+    return terms[0]["params"].get("surrogate", "sigmoid") if terms else "no"
+
+
 def plot_results(rows: list[dict], path: Path, topaz: dict[str, dict] | None = None) -> None:
     """Test F1 and AP against the fraction of training annotations kept, one line per method (seed 0,
     threshold labels, no tag); PU with disc labels (seed 0, no test-time augmentation) as points, one
-    marker per number of epochs; ``topaz``: label -> Topaz result (``test_F1``, ``test_AP``) at 20 %,
-    drawn as points."""
+    marker per number of epochs and nnPU surrogate; ``topaz``: label -> Topaz result (``test_F1``,
+    ``test_AP``) at 20 %, drawn as points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,10 +228,11 @@ def plot_results(rows: list[dict], path: Path, topaz: dict[str, dict] | None = N
                 ax.plot([100 * f for f, _ in mine], [v for _, v in mine], style, label=method)
         disc = [r for r in rows if r["method"] == "pu" and r.get("labels") == "disc" and r["seed"] == 0
                 and not r.get("tta")]
-        for epochs, marker in zip(sorted({r["epochs"] for r in disc}), ("D", "P", "*"), strict=False):
-            mine = [r for r in disc if r["epochs"] == epochs]
+        variants = sorted({(r["epochs"], _surrogate(r["loss"])) for r in disc})
+        for (epochs, surrogate), marker in zip(variants, ("D", "P", "*", "v"), strict=False):
+            mine = [r for r in disc if (r["epochs"], _surrogate(r["loss"])) == (epochs, surrogate)]
             ax.plot([100 * r["fraction"] for r in mine], [r[key] for r in mine], marker, ms=8,
-                    label=f"pu, disc labels, {epochs} epochs")
+                    label=f"pu, disc labels, {epochs} epochs, {surrogate} nnPU")
         for (label, result), marker in zip((topaz or {}).items(), ("x", "+"), strict=False):
             ax.plot([20], [result["test_F1" if key == "pick_F1" else "test_AP"]], marker, ms=10, mew=2,
                     label=label)
