@@ -86,6 +86,25 @@ def test_nnpu_with_everything_labelled_is_the_plain_risk():
     assert float(NonNegativePULoss(lam, lam)(logits, labels)) == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_nnpu_bce_with_everything_labelled_is_binary_cross_entropy():
+    """The logistic surrogate with prior == labelled == the batch's particle fraction: the risk is the
+    mean binary cross-entropy of sigmoid(margin) over all pixels (torch's reference), and the registry
+    name is the same loss as nnpu with ``surrogate: logistic``."""
+    from torch.nn import functional as F
+
+    from crisp.models.losses import build_loss
+
+    logits, labels = _logits_labels(4)
+    labels[0, :2] = UNLABELLED  # counted as unlabelled, i.e. background here
+    lam = float((labels == 1).float().mean())
+    z = logits[:, 1] - logits[:, 0]
+    reference = F.binary_cross_entropy_with_logits(z, (labels == 1).float())
+    prior = {"prior": lam, "labelled": lam}
+    for spec in ("nnpu-bce", "nnpu-logistic", [{"name": "nnpu", "params": {"surrogate": "logistic"}}]):
+        assert float(build_loss(spec, prior)(logits, labels)) == pytest.approx(float(reference), rel=1e-5)
+    assert float(build_loss("nnpu", prior)(logits, labels)) != pytest.approx(float(reference), rel=1e-3)
+
+
 def test_nnpu_clips_a_negative_background_risk():
     """Overfitting: labelled particles called particle, every unlabelled pixel confidently background,
     with a large prior. The background part of the risk estimate is below zero; the loss is -gamma times

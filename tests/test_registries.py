@@ -246,9 +246,11 @@ def _build(spec):
 
 
 def test_loss_registry_names_and_aliases():
-    assert L.LOSS_NAMES == ("dice", "jaccard", "tversky", "lovasz", "cross-entropy", "focal", "nnpu")
+    assert L.LOSS_NAMES == ("dice", "jaccard", "tversky", "lovasz", "cross-entropy", "focal", "nnpu",
+                            "nnpu-bce")
     assert L.LOSS_ALIASES == {"iou": "jaccard", "ce": "cross-entropy", "crossentropy": "cross-entropy",
-                              "cross_entropy": "cross-entropy", "pu": "nnpu"}
+                              "cross_entropy": "cross-entropy", "pu": "nnpu",
+                              "nnpu-logistic": "nnpu-bce"}
     for alias, name in L.LOSS_ALIASES.items():
         assert L.resolve_loss(alias.upper()) == name
 

@@ -64,7 +64,8 @@ def register(app: typer.Typer) -> None:
         encoder_weights: Path = typer.Option(None, "--encoder-weights",
                                              help="Local encoder state-dict file (default: random)."),
         loss: str = typer.Option(None, "--loss", help="Loss, e.g. dice or 'dice+0.5*focal'; nnpu (or "
-                                 "'dice+nnpu') learns from sparse labels as positive-unlabelled data."),
+                                 "'dice+nnpu', 'dice+nnpu-bce') learns from sparse labels as "
+                                 "positive-unlabelled data."),
         expected_particles: float = typer.Option(
             None, "--expected-particles", help="Particles per training micrograph you expect, annotated or "
             "not (the class prior of the nnpu loss)."),

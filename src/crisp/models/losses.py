@@ -77,6 +77,11 @@ def _nnpu(**params: Any):
     return NonNegativePULoss(**params)
 
 
+def _nnpu_bce(**params: Any):
+    params.setdefault("surrogate", "logistic")
+    return _nnpu(**params)
+
+
 @dataclass(frozen=True)
 class LossEntry:
     """One registered loss: ``factory(**params)`` returns a module ``(logits, labels) -> scalar``."""
@@ -105,6 +110,8 @@ LOSSES: dict[str, LossEntry] = {
         LossEntry("nnpu", _nnpu, ("pu",), "non-negative positive-unlabelled risk (Kiryo et al. 2017) of "
                   "particle vs unlabelled pixels; class prior from --expected-particles "
                   "(crisp.models.pu_loss)"),
+        LossEntry("nnpu-bce", _nnpu_bce, ("nnpu-logistic",), "nnpu with the logistic surrogate: the binary "
+                  "cross-entropy of sigmoid(margin) in place of Kiryo et al.'s bounded sigmoid"),
     )
 }
 LOSS_NAMES: tuple[str, ...] = tuple(LOSSES)
@@ -199,7 +206,7 @@ def parse_loss_spec(spec: str | list | dict) -> list[dict[str, Any]]:
 
 
 #: terms that need the class prior of the training set (filled in by :func:`build_loss`'s ``prior``)
-PRIOR_LOSSES = ("nnpu",)
+PRIOR_LOSSES = ("nnpu", "nnpu-bce")
 
 
 def needs_prior(spec: str | list | dict) -> bool:
