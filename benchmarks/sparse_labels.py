@@ -33,6 +33,7 @@ all invocations sharing ``W``). Not run in CI.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import time
 from pathlib import Path
@@ -297,11 +298,13 @@ def main(argv: list[str] | None = None) -> int:
         row = run_row(args.data, args.work, split, float(fraction), method, masks, centres, args)
         row["tag"] = args.tag
         rows.append(row)
-        previous = json.loads(results.read_text()) if results.is_file() else []
-        previous = [r for r in previous if row_key(r) != row_key(row)]
-        tmp = results.with_suffix(f".{time.time_ns()}.tmp")
-        tmp.write_text(json.dumps(previous + [row], indent=2, default=float))
-        tmp.replace(results)
+        with open(args.work / ".results-sparse.lock", "w") as lock:  # runs sharing W finish at any time
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            previous = json.loads(results.read_text()) if results.is_file() else []
+            previous = [r for r in previous if row_key(r) != row_key(row)]
+            tmp = results.with_suffix(f".{time.time_ns()}.tmp")
+            tmp.write_text(json.dumps(previous + [row], indent=2, default=float))
+            tmp.replace(results)
         print(json.dumps(row, default=float), flush=True)
     table = pd.DataFrame(rows)
     columns = [c for c in ("fraction", "method", "seed", "tag", "train_particles", "train_seconds",
