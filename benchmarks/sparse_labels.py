@@ -242,7 +242,7 @@ def plot_results(rows: list[dict], path: Path, topaz: dict[str, dict] | None = N
         ax.set_xlabel("training annotations kept (%)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(loc="lower right", fontsize=7.5)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
