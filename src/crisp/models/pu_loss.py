@@ -24,6 +24,10 @@ unlabelled pixels as background.
 
 Pixels asserted background (label 0 in a three-valued label map) are counted as unlabelled here;
 combine with a segmentation loss that sees them (e.g. ``"dice+nnpu"``: dice ignores label 255).
+
+In the loss registry, ``nnpu`` uses the ``sigmoid`` surrogate and ``nnpu-bce`` the ``logistic`` one;
+on the real dev set with half-radius disc labels the logistic surrogate picked better (F1 0.887-0.906
+against 0.878-0.885; ``benchmarks/README.md``, "nnPU with the binary cross-entropy surrogate").
 """
 
 from __future__ import annotations
