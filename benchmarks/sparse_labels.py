@@ -201,11 +201,12 @@ def row_key(row: dict) -> tuple:
 
 
 def _surrogate(loss) -> str:
-    """The nnPU surrogate of a row's loss specification (``sigmoid``, the default, or ``logistic``)."""
-    from crisp.models.losses import parse_loss_spec
+    """The nnPU surrogate of a row's loss specification (``sigmoid`` or ``logistic``; ``no`` without an
+    nnPU term), read from the loss module the registry builds for it."""
+    from crisp.models.losses import PRIOR_LOSSES, parse_loss_spec, single_loss
 
-    terms = [t for t in parse_loss_spec(loss) if t["name"] == "nnpu"]
-    return terms[0]["params"].get("surrogate", "sigmoid") if terms else "no"
+    terms = [t for t in parse_loss_spec(loss) if t["name"] in PRIOR_LOSSES]
+    return single_loss(terms[0]["name"], **{"prior": 0.5, **terms[0]["params"]}).surrogate if terms else "no"
 
 
 def plot_results(rows: list[dict], path: Path, topaz: dict[str, dict] | None = None) -> None:
