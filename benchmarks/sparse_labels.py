@@ -140,20 +140,19 @@ def run_row(data: Path, work: Path, split, fraction: float, method: str, masks, 
                   progress=False, val_dataset=full)
         run_dirs.append(run_dir)
     train_seconds = time.perf_counter() - start
+    ensemble = len(run_dirs) > 1
     tag = row_tag(fraction, method, "+".join(map(str, seeds)), args)
     names = split.val + split.test
     tta = "-tta" if args.tta else ""
     seg = work / f"seg-{tag}{tta}"
-    segment_files(run_dirs if len(run_dirs) > 1 else run_dirs[0],
+    segment_files(run_dirs if ensemble else run_dirs[0],
                   [full / "micrographs" / f"{n}.mrc" for n in names], seg, progress=False,
                   threads=args.threads, tta=args.tta)
     prob = read_maps(seg, names)
     kept = _kept(centres, split.train, fraction, args.label_seed)
-    picker_path = (run_dirs[0] / f"picker{tta}.yaml" if len(run_dirs) == 1
-                   else work / f"picker-{tag}{tta}.yaml")
-    row = {"fraction": fraction, "method": method,
-           "seed": seeds[0] if len(seeds) == 1 else "+".join(map(str, seeds)), "labels": args.labels,
-           "tta": args.tta, "loss": options["loss"],
+    picker_path = work / f"picker-{tag}{tta}.yaml" if ensemble else run_dirs[0] / f"picker{tta}.yaml"
+    row = {"fraction": fraction, "method": method, "labels": args.labels, "tta": args.tta,
+           "seed": "+".join(map(str, seeds)) if ensemble else seeds[0], "loss": options["loss"],
            "expected_particles": options.get("expected_particles"),
            "train_particles": int(sum(len(c) for c in kept)),
            "epochs": Run(run_dirs[0]).config.epochs, "train_seconds": round(train_seconds, 1),
